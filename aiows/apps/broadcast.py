@@ -1,0 +1,21 @@
+"""The ``broadcast`` app: every message goes verbatim to every client, sender included."""
+
+from __future__ import annotations
+
+from ..connection import WebSocket
+from ..hub import Hub
+
+__all__ = ["Broadcast"]
+
+
+class Broadcast:
+    """Relay each message, unchanged, to every connected client through one hub."""
+
+    def __init__(self, hub: Hub | None = None) -> None:
+        self.hub = hub if hub is not None else Hub()
+
+    async def handler(self, ws: WebSocket) -> None:
+        """Join the hub and relay every message this client sends."""
+        self.hub.join(ws)
+        async for message in ws:
+            self.hub.broadcast(message)

@@ -1,0 +1,229 @@
+"""The command line: ``python -m aiows serve [APP]`` and ``python -m aiows --version``.
+
+Every limit of :class:`aiows.Config` is a flag of the same name (``max_size`` is
+``--max-size``). SIGTERM and SIGINT shut the server down gracefully: every client gets
+1001 and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .apps import BUILTIN, App, load
+from .config import Config
+from .loop import run
+from .server import serve
+
+__all__ = ["main"]
+
+log = logging.getLogger("aiows")
+
+
+def _optional_seconds(text: str) -> float | None:
+    if text.lower() in ("0", "none", "off"):
+        return None
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive, 0 or none")
+    return value
+
+
+def _optional_size(text: str) -> int | None:
+    if text.lower() in ("0", "none", "off"):
+        return None
+    return _size(text)
+
+
+def _size(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _limit_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = Config()
+    group = parser.add_argument_group("limits (same names as the Python keyword arguments)")
+    group.add_argument(
+        "--max-size",
+        type=_optional_size,
+        default=defaults.max_size,
+        help="largest message in bytes; bigger ones close with 1009 "
+        "(default %(default)s; 0 or none: no limit)",
+    )
+    group.add_argument(
+        "--max-queue",
+        type=_size,
+        default=defaults.max_queue,
+        help="messages buffered before reading pauses (default %(default)s)",
+    )
+    group.add_argument(
+        "--write-limit",
+        type=_size,
+        default=defaults.write_limit,
+        help="write buffer in bytes above which send() waits (default %(default)s)",
+    )
+    group.add_argument(
+        "--open-timeout",
+        type=_optional_seconds,
+        default=defaults.open_timeout,
+        help="seconds allowed for the opening handshake (default %(default)s)",
+    )
+    group.add_argument(
+        "--close-timeout",
+        type=_optional_seconds,
+        default=defaults.close_timeout,
+        help="seconds allowed for the closing handshake (default %(default)s)",
+    )
+    group.add_argument(
+        "--ping-interval",
+        type=_optional_seconds,
+        default=defaults.ping_interval,
+        help="idle seconds before a keepalive ping; 0 or none: no keepalive (default %(default)s)",
+    )
+    group.add_argument(
+        "--ping-timeout",
+        type=_optional_seconds,
+        default=defaults.ping_timeout,
+        help="seconds a pong may take before closing with 1011; 0 or none: "
+        "never (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-header-size",
+        type=_size,
+        default=defaults.max_header_size,
+        help="largest HTTP request head in bytes; bigger gets 431 (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-connections",
+        type=_optional_size,
+        default=defaults.max_connections,
+        help="open connections above which handshakes get 503 (default: none)",
+    )
+    group.add_argument(
+        "--compression",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.compression,
+        help="permessage-deflate (default: on)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``python -m aiows``."""
+    parser = argparse.ArgumentParser(prog="python -m aiows", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"aiows {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    server = commands.add_parser("serve", help="run a WebSocket server")
+    server.add_argument(
+        "app",
+        nargs="?",
+        default="chat",
+        help=f"{', '.join(BUILTIN)} or package.module:handler (default: chat)",
+    )
+    server.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    server.add_argument("--port", type=int, default=9001, help="port to bind (default %(default)s)")
+    server.add_argument("--unix-path", help="listen on this Unix socket instead of TCP")
+    server.add_argument("--certfile", help="TLS certificate (PEM); serves wss:// and https://")
+    server.add_argument("--keyfile", help="TLS private key (PEM), if not in --certfile")
+    server.add_argument(
+        "--origin",
+        action="append",
+        dest="origins",
+        metavar="ORIGIN",
+        help="allowed Origin header (repeatable); others get 403",
+    )
+    server.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop (default: uvloop when installed)",
+    )
+    server.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="(default %(default)s)",
+    )
+    _limit_flags(server)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Return the :class:`Config` the parsed flags describe."""
+    return Config(
+        max_size=args.max_size,
+        max_queue=args.max_queue,
+        write_limit=args.write_limit,
+        open_timeout=args.open_timeout,
+        close_timeout=args.close_timeout,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+        max_header_size=args.max_header_size,
+        max_connections=args.max_connections,
+        compression=args.compression,
+    )
+
+
+async def _serve(args: argparse.Namespace, app: App, config: Config) -> None:
+    context = None
+    if args.certfile:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.certfile, args.keyfile)
+    async with serve(
+        app.handler,
+        None if args.unix_path else args.host,
+        None if args.unix_path else args.port,
+        unix_path=args.unix_path,
+        ssl=context,
+        origins=args.origins,
+        process_request=app.process_request,
+        config=config,
+    ) as server:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, server.close)
+        log.info("%s", _banner(args, app, server.port if not args.unix_path else None))
+        await server.wait_closed()
+    log.info("server stopped")
+
+
+def _banner(args: argparse.Namespace, app: App, port: int | None) -> str:
+    if port is None:
+        return f"serving {args.app} on unix:{args.unix_path}"
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    scheme = (
+        ("https" if args.certfile else "http")
+        if app.has_page
+        else ("wss" if args.certfile else "ws")
+    )
+    hint = " (open it in a browser)" if app.has_page else ""
+    return f"serving {args.app} on {scheme}://{host}:{port}/{hint}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = config_from_args(args)
+        app = load(args.app, args.origins)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        run(_serve(args, app, config), loop=args.loop)
+    except OSError as exc:
+        log.error("cannot serve: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,221 @@
+"""The :class:`WebSocket` a handler holds: receive, send, ping, close.
+
+Messages arrive from the protocol as fragments; this layer joins them and keeps complete
+messages in a bounded inbox (a deque and one waiter). When the inbox holds ``max_queue``
+messages, reading from the socket pauses until the application catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
+from .protocol import State
+
+if TYPE_CHECKING:
+    from .http import Request
+    from .protocol import Protocol
+
+__all__ = ["Message", "WebSocket"]
+
+#: A WebSocket message: ``str`` for a text message, ``bytes`` for a binary one.
+Message = str | bytes
+
+
+class WebSocket:
+    """One open WebSocket connection, on the server or the client side.
+
+    Iterate over it to receive messages; the loop ends quietly when the peer closes
+    with 1000 or 1001 and raises :class:`~aiows.ConnectionClosedError` otherwise::
+
+        async def handler(ws: aiows.WebSocket) -> None:
+            async for message in ws:      # str for text, bytes for binary
+                await ws.send(message)
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_inbox",
+        "_low_water",
+        "_max_queue",
+        "_parts",
+        "_protocol",
+        "_throttled",
+        "_waiter",
+        "request",
+    )
+
+    def __init__(self, protocol: Protocol, request: Request | None = None) -> None:
+        self._protocol = protocol
+        #: The HTTP request that opened the connection (server side), or ``None``.
+        self.request = request
+        self._inbox: deque[Message] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._parts: list[Message] | None = None
+        self._max_queue = protocol.config.max_queue
+        self._low_water = self._max_queue // 4
+        self._throttled = False
+        protocol.receiver = self
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def id(self) -> int:
+        """A number that identifies this connection in the logs of this process."""
+        return self._protocol.id
+
+    @property
+    def state(self) -> State:
+        """``CONNECTING``, ``OPEN``, ``CLOSING`` or ``CLOSED``."""
+        return self._protocol.state
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """The peer's ``(host, port)``, or ``None`` (a Unix socket)."""
+        return self._protocol.remote_address
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol agreed in the handshake, or ``None``."""
+        return self._protocol.subprotocol
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code received (1006 if the TCP link was lost), or ``None`` while open."""
+        return self._protocol.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason received, or ``None`` while open."""
+        return self._protocol.close_reason
+
+    @property
+    def latency(self) -> float:
+        """Seconds between the latest answered ping and its pong (0.0 before any)."""
+        return self._protocol.latency
+
+    @property
+    def protocol(self) -> Protocol:
+        """The transport side of this connection (for the hub and for tests)."""
+        return self._protocol
+
+    def __repr__(self) -> str:
+        return f"<WebSocket #{self.id} {self.state.name} {self.remote_address}>"
+
+    # -------------------------------------------------------------------- receiving
+
+    async def recv(self) -> Message:
+        """Return the next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises :class:`~aiows.ConnectionClosed` once the connection is closed and every
+        message received before the close has been returned. Safe to cancel: a message
+        is never lost by cancelling. Raises :class:`~aiows.ConcurrencyError` when another
+        coroutine is already waiting in ``recv()``.
+        """
+        inbox = self._inbox
+        if not inbox:
+            if not self._protocol.receiving:
+                raise self._protocol.closed_error()
+            if self._waiter is not None:
+                raise ConcurrencyError("another coroutine is already waiting for a message")
+            waiter = self._waiter = self._protocol.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+            if not inbox:
+                raise self._protocol.closed_error()
+        message = inbox.popleft()
+        if self._throttled and len(inbox) <= self._low_water:
+            self._throttled = False
+            self._protocol.resume_reading()
+        return message
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+    def _receive(self, data: Message, finished: bool) -> None:
+        # Called by the protocol for every fragment, in order.
+        if not finished or self._parts is not None:
+            if self._parts is None:
+                self._parts = []
+            self._parts.append(data)
+            if not finished:
+                return
+            parts, self._parts = self._parts, None
+            data = "".join(parts) if isinstance(data, str) else b"".join(parts)  # type: ignore[arg-type]
+        inbox = self._inbox
+        inbox.append(data)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if len(inbox) >= self._max_queue and not self._throttled:
+            self._throttled = True
+            self._protocol.pause_reading()
+
+    def _receive_ended(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def pending_messages(self) -> int:
+        """The number of messages received and not yet returned by ``recv()``."""
+        return len(self._inbox)
+
+    # ---------------------------------------------------------------------- sending
+
+    async def send(self, message: Message) -> None:
+        """Send a message: ``str`` as a text frame, ``bytes`` as a binary frame.
+
+        Waits only while the write buffer is above ``write_limit``. Raises
+        :class:`~aiows.ConnectionClosed` when the connection is closing or closed and
+        ``TypeError`` for other types. Cancelling it while it waits for the buffer to
+        drain leaves the message sent.
+        """
+        protocol = self._protocol
+        if protocol.state is not State.OPEN:
+            raise self._not_open()
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
+        protocol.send_data(message)
+        if protocol.write_paused:
+            await protocol.drain()
+
+    async def ping(self, data: bytes | None = None) -> float:
+        """Send a ping and return the round-trip time in seconds when the pong arrives.
+
+        Raises :class:`~aiows.ConnectionClosed` if the connection closes first. Safe to
+        cancel (the pong is then ignored).
+        """
+        if self._protocol.state is not State.OPEN:
+            raise self._not_open()
+        return await self._protocol.ping(data)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection with ``code`` and ``reason`` and wait until it is closed.
+
+        Waits for the peer's close frame at most ``close_timeout`` seconds, then drops
+        the TCP connection. Does nothing more if the connection is already closing.
+        """
+        self._protocol.close(code, reason)
+        await self._protocol.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed."""
+        await self._protocol.wait_closed()
+
+    def _not_open(self) -> Exception:
+        if self._protocol.state is State.CONNECTING:
+            return RuntimeError("the opening handshake is not finished")
+        error: ConnectionClosed = self._protocol.closed_error()
+        return error

@@ -1,0 +1,96 @@
+"""Keepalive for many connections on one timer: ping the idle, close the silent.
+
+One :class:`Heartbeat` serves every connection of a server (or of a client) with a
+single ``call_later`` chain, not a task per connection. A connection is pinged after
+``ping_interval`` seconds in which nothing arrived from it, and closed with 1011 when
+nothing at all (pong or otherwise) arrives within ``ping_timeout`` after that. A
+connection whose reading *we* paused (the application is busy) is never declared
+dead: its silence is ours, not the peer's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .protocol import Protocol, State
+
+__all__ = ["Heartbeat"]
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Ping idle connections and close dead ones, every ``tick`` seconds, on one timer."""
+
+    __slots__ = ("_deadlines", "_handle", "_idle", "_members", "interval", "loop", "timeout")
+
+    def __init__(self, interval: float, timeout: float | None) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        self.loop = asyncio.get_running_loop()
+        self._members: set[Protocol] = set()
+        self._idle: dict[Protocol, float] = {}
+        self._deadlines: dict[Protocol, float] = {}
+        self._handle: asyncio.TimerHandle | None = None
+
+    @property
+    def tick(self) -> float:
+        """Seconds between two passes over the connections."""
+        timeout = self.timeout if self.timeout is not None else self.interval
+        return max(0.05, min(self.interval, timeout) / 4)
+
+    def add(self, protocol: Protocol) -> None:
+        """Watch ``protocol`` until :meth:`discard` (or until it closes)."""
+        self._members.add(protocol)
+        if self._handle is None:
+            self._handle = self.loop.call_later(self.tick, self._run)
+
+    def discard(self, protocol: Protocol) -> None:
+        """Stop watching ``protocol``."""
+        self._members.discard(protocol)
+        self._idle.pop(protocol, None)
+        self._deadlines.pop(protocol, None)
+
+    def stop(self) -> None:
+        """Cancel the timer; connections are no longer watched."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def _run(self) -> None:
+        now = self.loop.time()
+        for protocol in list(self._members):
+            if protocol.state is not State.OPEN:
+                if protocol.state is State.CLOSED:
+                    self.discard(protocol)
+                continue
+            self._check(protocol, now)
+        self._handle = self.loop.call_later(self.tick, self._run) if self._members else None
+
+    def _check(self, protocol: Protocol, now: float) -> None:
+        if protocol.take_activity() or protocol.reading_paused:
+            # Heard from the peer, or silent because we stopped reading: alive.
+            self._idle[protocol] = now
+            self._deadlines.pop(protocol, None)
+            return
+        deadline = self._deadlines.get(protocol)
+        if deadline is not None:
+            if now >= deadline:
+                log.info("conn %d: no pong within ping_timeout, closing with 1011", protocol.id)
+                self.discard(protocol)
+                protocol.close(1011, "keepalive ping timeout")
+            return
+        if now - self._idle.setdefault(protocol, now) >= self.interval:
+            waiter = protocol.ping()
+            waiter.add_done_callback(_ignore_result)
+            if self.timeout is not None:
+                self._deadlines[protocol] = now + self.timeout
+
+
+def _ignore_result(future: asyncio.Future[float]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,698 @@
+"""One ``asyncio.Protocol`` per TCP connection, feeding bytes into wsproto's state machine.
+
+This is the only layer that talks to wsproto (with :mod:`aiows.extensions`). It owns the
+opening handshake's bytes, frames, the closing handshake, flow control in both
+directions and the open and close timers. It knows nothing of applications: it hands
+message fragments to a :class:`Receiver` (the :class:`aiows.WebSocket`) and takes
+messages to send from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import logging
+import os
+import struct
+from collections.abc import Callable
+from typing import Protocol as Interface
+from typing import cast
+
+from wsproto import ConnectionType
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    TextMessage,
+)
+from wsproto.events import Request as WSRequest
+from wsproto.extensions import Extension
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError
+
+from .config import Config
+from .exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
+from .extensions import BoundedDeflate, SizeLimit
+from .http import HTTPError, Request, Response, error_response, parse_request
+
+__all__ = ["Protocol", "Receiver", "State"]
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+_pack_short = struct.Struct("!BBH").pack
+_pack_long = struct.Struct("!BBQ").pack
+_OP_TEXT, _OP_BINARY = 0x1, 0x2
+_MAX_REJECT_BODY = 2**16
+
+
+class State(enum.IntEnum):
+    """The life of a connection (RFC 6455 §4 and §7)."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+#: The legal moves between states, written down once.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.CONNECTING: frozenset({State.OPEN, State.CLOSING, State.CLOSED}),
+    State.OPEN: frozenset({State.CLOSING, State.CLOSED}),
+    State.CLOSING: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset(),
+}
+
+
+class Receiver(Interface):
+    """What the protocol calls on the object that consumes its messages."""
+
+    def _receive(self, data: str | bytes, finished: bool) -> None: ...
+    def _receive_ended(self) -> None: ...
+
+
+def encode_frame(data: str | bytes, fin: bool = True, opcode: int | None = None) -> bytes:
+    """Return an unmasked data frame (as a server sends it) carrying ``data``.
+
+    Text is encoded as UTF-8 and sent as a text frame unless ``opcode`` says otherwise.
+    """
+    if isinstance(data, str):
+        payload = data.encode()
+        op = _OP_TEXT if opcode is None else opcode
+    else:
+        payload = bytes(data)
+        op = _OP_BINARY if opcode is None else opcode
+    return frame_header(len(payload), op | 0x80 if fin else op) + payload
+
+
+def frame_header(length: int, first: int) -> bytes:
+    """Return the header of an unmasked frame whose first byte is ``first``."""
+    if length < 126:
+        return bytes((first, length))
+    if length < 65536:
+        return _pack_short(first, 126, length)
+    return _pack_long(first, 127, length)
+
+
+class Protocol(asyncio.Protocol):
+    """The transport side of one WebSocket connection, server or client."""
+
+    __slots__ = (
+        "_activity",
+        "_buffer",
+        "_callbacks",
+        "_close_rcvd",
+        "_close_sent",
+        "_closed",
+        "_conn",
+        "_discard",
+        "_drain_waiters",
+        "_fast",
+        "_handshake",
+        "_head",
+        "_on_lost",
+        "_on_request",
+        "_opened",
+        "_pings",
+        "_reading_paused",
+        "_reject",
+        "_timer",
+        "_trailing",
+        "_write_paused",
+        "client",
+        "config",
+        "id",
+        "latency",
+        "loop",
+        "receiver",
+        "remote_address",
+        "state",
+        "subprotocol",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        client: bool = False,
+        on_request: Callable[[Protocol, Request], None] | None = None,
+        on_lost: Callable[[Protocol], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.loop = asyncio.get_running_loop()
+        self.id = next(_ids)
+        self.state = State.CONNECTING
+        self.transport: asyncio.Transport | None = None
+        self.remote_address: tuple[str, int] | None = None
+        self.receiver: Receiver | None = None
+        self.latency = 0.0
+        self.subprotocol: str | None = None
+        self._on_request = on_request
+        self._on_lost = on_lost
+        self._callbacks: list[Callable[[], None]] | None = None
+        self._conn: Connection | None = None
+        self._handshake: H11Handshake | None = None
+        self._buffer = bytearray()
+        self._head = b""
+        self._trailing = b""
+        self._reject: tuple[int, list[tuple[str, str]], bytearray] | None = None
+        self._opened: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._close_rcvd: tuple[int, str] | None = None
+        self._close_sent: tuple[int, str] | None = None
+        self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
+        self._reading_paused = False
+        self._write_paused = False
+        self._discard = False
+        self._fast = False
+        self._activity = True
+
+    # ----------------------------------------------------------------- transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.remote_address = tuple(peer[:2]) if isinstance(peer, tuple) else None
+        transport.set_write_buffer_limits(high=self.config.write_limit)
+        self._start_timer(self.config.open_timeout, self._open_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self._conn
+        if conn is None:
+            self._handshake_data(data)
+            return
+        if self._discard or conn.state is ConnectionState.CLOSED:
+            return
+        self._activity = True
+        conn.receive_data(data)
+        receiver = self.receiver
+        assert receiver is not None
+        for event in conn.events():
+            kind = type(event)
+            if kind is TextMessage or kind is BytesMessage:
+                receiver._receive(event.data, event.message_finished)  # type: ignore[attr-defined]
+            elif kind is Ping:
+                if conn.state is ConnectionState.OPEN:
+                    self._write(conn.send(event.response()))  # type: ignore[attr-defined]
+            elif kind is Pong:
+                self._pong_received(event.payload)  # type: ignore[attr-defined]
+            elif kind is CloseConnection:
+                self._close_received(event)  # type: ignore[arg-type]
+                return
+
+    def eof_received(self) -> bool | None:
+        # A half-closed peer sends nothing more; close our side too (RFC 6455 §7.1.1).
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = State.CLOSED
+        self._cancel_timer()
+        if self._opened is not None and not self._opened.done():
+            self._opened.set_exception(self._handshake_lost())
+        if self.receiver is not None:
+            self.receiver._receive_ended()
+        self._wake_drain_waiters()
+        self._fail_pings()
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+        if self._on_lost is not None:
+            self._on_lost(self)
+        for callback in self._callbacks or ():
+            callback()
+        self._callbacks = None
+
+    def on_closed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the TCP connection is closed (at once if it is)."""
+        if self.state is State.CLOSED:
+            callback()
+        elif self._callbacks is None:
+            self._callbacks = [callback]
+        else:
+            self._callbacks.append(callback)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain_waiters()
+
+    # ------------------------------------------------------------------- the handshake
+
+    def _handshake_data(self, data: bytes) -> None:
+        if self._reject is not None:
+            self._reject_body(data)
+            return
+        buffer = self._buffer
+        start = max(0, len(buffer) - 3)
+        buffer += data
+        end = buffer.find(b"\r\n\r\n", start)
+        limit = self.config.max_header_size
+        if end < 0 or end + 4 > limit:
+            if len(buffer) > limit:
+                self._head_too_large()
+            return
+        self._head = bytes(buffer[: end + 4])
+        self._trailing = bytes(buffer[end + 4 :])
+        buffer.clear()
+        if self.client:
+            self._response_head()
+        else:
+            self._request_head()
+
+    def _head_too_large(self) -> None:
+        if self.client:
+            self._handshake_failed(InvalidMessage("response head exceeds max_header_size"))
+        else:
+            log.info("conn %d: 431 request head exceeds max_header_size", self.id)
+            self.reject(error_response(431))
+
+    def _request_head(self) -> None:
+        self.pause_reading()
+        try:
+            request = parse_request(self._head, self.remote_address)
+        except HTTPError as exc:
+            log.info("conn %d: %d %s", self.id, exc.status, exc.detail)
+            self.reject(error_response(exc.status))
+            return
+        assert self._on_request is not None
+        self._on_request(self, request)
+
+    def accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
+        """Accept the client's handshake: validate it, answer 101, and open the connection.
+
+        Raises :class:`InvalidHandshake` after answering 400 or 426 when the request is not
+        a valid WebSocket handshake (RFC 6455 §4.2.1).
+        """
+        handshake = H11Handshake(ConnectionType.SERVER)
+        try:
+            handshake.receive_data(self._head)
+            (request,) = list(handshake.events())
+        except (RemoteProtocolError, ValueError) as exc:
+            self._reject_invalid(exc)
+            raise InvalidHandshake(str(exc)) from None
+        assert isinstance(request, WSRequest)
+        offered: list[Extension] = []
+        if self.config.compression:
+            offered.append(BoundedDeflate(self.config.max_size))
+        extra = [(name.encode(), value.encode()) for name, value in headers]
+        event = AcceptConnection(subprotocol=subprotocol, extensions=offered, extra_headers=extra)
+        self._write(handshake.send(event))
+        self._open([ext for ext in offered if ext.enabled()], self._trailing)
+
+    def _reject_invalid(self, exc: Exception) -> None:
+        hint = getattr(exc, "event_hint", None)
+        status, headers = 400, []
+        if isinstance(hint, RejectConnection):
+            status = hint.status_code
+            headers = [(k.decode(), v.decode()) for k, v in hint.headers]
+        log.info("conn %d: %d invalid handshake: %s", self.id, status, exc)
+        self.reject(error_response(status, headers))
+
+    def reject(self, response: Response) -> None:
+        """Answer the handshake with a plain HTTP response and close the connection."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._cancel_timer()
+        self.state = State.CLOSING
+        self.transport.write(response.encode())
+        self.transport.close()
+
+    def _open(self, extensions: list[Extension], trailing: bytes) -> None:
+        if self.config.max_size is not None:
+            extensions = [SizeLimit(self.config.max_size), *extensions]
+        kind = ConnectionType.CLIENT if self.client else ConnectionType.SERVER
+        self._conn = Connection(kind, extensions)
+        self._fast = not self.client and not any(isinstance(e, BoundedDeflate) for e in extensions)
+        self._cancel_timer()
+        self.state = State.OPEN
+        if self._opened is not None and not self._opened.done():
+            self._opened.set_result(None)
+        self.resume_reading()
+        if trailing:
+            self.data_received(trailing)
+
+    # -------------------------------------------------------- the client's handshake
+
+    def start_handshake(
+        self,
+        host: str,
+        target: str,
+        subprotocols: list[str],
+        headers: list[tuple[str, str]],
+    ) -> asyncio.Future[None]:
+        """Send the client's opening handshake; the future resolves when it is accepted.
+
+        The future raises :class:`InvalidStatus` when the server answers another status,
+        :class:`InvalidMessage` for a malformed answer, or :class:`ConnectionClosed` when
+        the connection ends first.
+        """
+        self._handshake = H11Handshake(ConnectionType.CLIENT)
+        offered: list[Extension] = []
+        if self.config.compression:
+            offered.append(BoundedDeflate(self.config.max_size, client_max_window_bits=None))
+        extra = [(name.encode(), value.encode()) for name, value in headers]
+        request = WSRequest(
+            host=host,
+            target=target,
+            subprotocols=subprotocols,
+            extensions=offered,
+            extra_headers=extra,
+        )
+        self._opened = self.loop.create_future()
+        self._write(self._handshake.send(request))
+        return self._opened
+
+    def _response_head(self) -> None:
+        handshake = self._handshake
+        assert handshake is not None
+        try:
+            handshake.receive_data(self._head)
+            events = list(handshake.events())
+        except (RemoteProtocolError, ValueError) as exc:
+            self._handshake_failed(InvalidMessage(f"invalid handshake response: {exc}"))
+            return
+        if not events:
+            self._handshake_failed(InvalidMessage("invalid handshake response"))
+            return
+        event = events[0]
+        if isinstance(event, AcceptConnection):
+            self.subprotocol = event.subprotocol
+            self._open([e for e in event.extensions if e.enabled()], self._trailing)
+        elif isinstance(event, RejectConnection):
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
+            self._reject = (event.status_code, headers, bytearray())
+            if not event.has_body:
+                self._reject_done()
+            else:
+                self._reject_body(self._trailing)
+
+    def _reject_body(self, data: bytes) -> None:
+        assert self._reject is not None and self._handshake is not None
+        body = self._reject[2]
+        try:
+            self._handshake.receive_data(data)
+            events = list(self._handshake.events())
+        except RemoteProtocolError:
+            events = [RejectData(data=b"", body_finished=True)]
+        for event in events:
+            if isinstance(event, RejectData):
+                body += event.data[: _MAX_REJECT_BODY - len(body)]
+                if event.body_finished:
+                    self._reject_done()
+                    return
+
+    def _reject_done(self) -> None:
+        assert self._reject is not None
+        status, headers, body = self._reject
+        self._handshake_failed(InvalidStatus(status, headers, bytes(body)))
+
+    def _handshake_failed(self, exc: Exception) -> None:
+        if self._opened is not None and not self._opened.done():
+            self._opened.set_exception(exc)
+            self._opened.exception()  # retrieved here; the caller awaits it
+        self.state = State.CLOSING
+        if self.transport is not None:
+            self.transport.close()
+
+    def _handshake_lost(self) -> Exception:
+        if self._reject is not None:
+            status, headers, body = self._reject
+            return InvalidStatus(status, headers, bytes(body))
+        return ConnectionClosed.make(1006, "connection lost during the handshake")
+
+    def _open_timed_out(self) -> None:
+        self._timer = None
+        if self.state is State.CONNECTING:
+            log.info("conn %d: opening handshake timed out", self.id)
+            if self._opened is not None and not self._opened.done():
+                self._opened.set_exception(TimeoutError("opening handshake timed out"))
+                self._opened.exception()
+            self.abort()
+
+    # ---------------------------------------------------------------------- sending
+
+    def send_data(self, data: str | bytes, fin: bool = True, opcode: int | None = None) -> None:
+        """Write one data frame; ``opcode`` 0 sends a continuation frame."""
+        if self._fast:
+            if isinstance(data, str):
+                payload = data.encode()
+                op = _OP_TEXT if opcode is None else opcode
+            else:
+                payload = data
+                op = _OP_BINARY if opcode is None else opcode
+            header = frame_header(len(payload), op | 0x80 if fin else op)
+            transport = self.transport
+            assert transport is not None
+            if len(payload) < 4096:
+                transport.write(header + payload)
+            else:
+                transport.write(header)
+                transport.write(payload)
+            return
+        conn = self._conn
+        assert conn is not None
+        event: TextMessage | BytesMessage
+        if isinstance(data, str):
+            event = TextMessage(data=data, message_finished=fin)
+        else:
+            event = BytesMessage(data=data, message_finished=fin)
+        self._write(conn.send(event))
+
+    def write_frame(self, frame: bytes) -> None:
+        """Write a frame encoded elsewhere (a broadcast encoded once for many connections)."""
+        assert self.transport is not None
+        self.transport.write(frame)
+
+    @property
+    def shares_frames(self) -> bool:
+        """True when frames from :func:`encode_frame` are valid on this connection."""
+        return self._fast
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the write buffer is above ``write_limit``."""
+        return self._write_paused
+
+    def write_buffer_size(self) -> int:
+        """Return the bytes waiting in the transport's write buffer."""
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its low-water mark.
+
+        Raises :class:`ConnectionClosed` if the connection closes first.
+        """
+        if self.state is State.CLOSED:
+            raise self.closed_error()
+        if not self._write_paused:
+            return
+        waiter = self.loop.create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def _wake_drain_waiters(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                if self.state is State.CLOSED:
+                    waiter.set_exception(self.closed_error())
+                    waiter.exception()
+                else:
+                    waiter.set_result(None)
+
+    def _write(self, data: bytes) -> None:
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    # ---------------------------------------------------------------- ping and pong
+
+    def ping(self, payload: bytes | None = None) -> asyncio.Future[float]:
+        """Send a ping; the future resolves with the round-trip time when its pong arrives."""
+        if payload is None:
+            payload = os.urandom(4)
+        waiter: asyncio.Future[float] = self.loop.create_future()
+        if self._pings is None:
+            self._pings = {}
+        self._pings[payload] = (self.loop.time(), waiter)
+        assert self._conn is not None
+        self._write(self._conn.send(Ping(payload=payload)))
+        return waiter
+
+    @property
+    def ping_pending(self) -> bool:
+        """True while a ping sent by us waits for its pong."""
+        return bool(self._pings)
+
+    def _pong_received(self, payload: bytes) -> None:
+        pings = self._pings
+        if not pings or payload not in pings:
+            return  # unsolicited pong: allowed, ignored (RFC 6455 §5.5.3)
+        now = self.loop.time()
+        # A pong acknowledges its ping and every ping sent before it.
+        for key in list(pings):
+            sent, waiter = pings.pop(key)
+            if not waiter.done():
+                waiter.set_result(now - sent)
+            if key == payload:
+                self.latency = now - sent
+                break
+
+    def _fail_pings(self) -> None:
+        pings, self._pings = self._pings, None
+        for _, waiter in (pings or {}).values():
+            if not waiter.done():
+                waiter.set_exception(self.closed_error())
+                waiter.exception()
+
+    # -------------------------------------------------------------------- closing
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake (RFC 6455 §7.1.2); abort after ``close_timeout``."""
+        if self.state is State.CONNECTING:
+            self.abort()
+            return
+        conn = self._conn
+        if self.state is not State.OPEN or conn is None or conn.state is not ConnectionState.OPEN:
+            return
+        self._write(conn.send(CloseConnection(code=code, reason=reason)))
+        self._close_sent = (code, reason)
+        self.state = State.CLOSING
+        self._start_timer(self.config.close_timeout, self._close_timed_out)
+
+    def _close_received(self, event: CloseConnection) -> None:
+        conn = self._conn
+        assert conn is not None
+        if conn.state is ConnectionState.REMOTE_CLOSING:
+            self._close_rcvd = (event.code, event.reason or "")
+            reply = event.response()
+            self._write(conn.send(reply))
+            self._close_sent = (reply.code, reply.reason or "")
+        elif conn.state is ConnectionState.CLOSED:
+            self._close_rcvd = (event.code, event.reason or "")
+        else:
+            self._fail(event.code, event.reason or "")
+            return
+        self.state = State.CLOSING
+        assert self.receiver is not None
+        self.receiver._receive_ended()
+        self._finish_closing()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection after a protocol error by the peer (RFC 6455 §7.1.7)."""
+        log.info("conn %d: closing with %d: %s", self.id, code, reason)
+        conn = self._conn
+        assert conn is not None
+        if conn.state is ConnectionState.OPEN:
+            self._write(conn.send(CloseConnection(code=code, reason=reason[:100])))
+            self._close_sent = (code, reason)
+        self._discard = True
+        self.state = State.CLOSING
+        assert self.receiver is not None
+        self.receiver._receive_ended()
+        self._finish_closing()
+
+    def _finish_closing(self) -> None:
+        # The server closes the TCP connection first (RFC 6455 §7.1.1); a client waits
+        # for the server to do so, then gives up after close_timeout.
+        assert self.transport is not None
+        if self.client:
+            self._start_timer(self.config.close_timeout, self._close_timed_out)
+        else:
+            self._cancel_timer()
+            self.transport.close()
+
+    def _close_timed_out(self) -> None:
+        self._timer = None
+        log.info("conn %d: closing handshake timed out", self.id)
+        self.abort()
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once, without a closing handshake."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is closed."""
+        if self.state is State.CLOSED:
+            return
+        if self._closed is None:
+            self._closed = self.loop.create_future()
+        await asyncio.shield(self._closed)
+
+    def closed_error(self) -> ConnectionClosed:
+        """Return the exception that describes how this connection closed."""
+        code, reason = self._close_rcvd or (1006, "")
+        sent = self._close_sent[0] if self._close_sent else None
+        return ConnectionClosed.make(code, reason, sent)
+
+    @property
+    def receiving(self) -> bool:
+        """True until a close frame is received, the peer fails, or the TCP link is lost."""
+        return self.state is State.OPEN or (
+            self.state is State.CLOSING and self._close_rcvd is None and not self._discard
+        )
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code received (1006 if none), once closing has ended receiving."""
+        if self.receiving or self.state is State.CONNECTING:
+            return None
+        return self._close_rcvd[0] if self._close_rcvd else 1006
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason received, once closing has ended receiving."""
+        if self.receiving or self.state is State.CONNECTING:
+            return None
+        return self._close_rcvd[1] if self._close_rcvd else ""
+
+    # ----------------------------------------------------------------- flow control
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (the application's inbox is full)."""
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            if not self.transport.is_closing():
+                self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read from the socket again."""
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while reading is paused because the application is busy."""
+        return self._reading_paused
+
+    def take_activity(self) -> bool:
+        """Return whether bytes arrived since the last call, and reset the flag."""
+        seen, self._activity = self._activity, False
+        return seen
+
+    # ------------------------------------------------------------------------ timers
+
+    def _start_timer(self, delay: float | None, callback: Callable[[], None]) -> None:
+        self._cancel_timer()
+        if delay is not None:
+            self._timer = self.loop.call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

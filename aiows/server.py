@@ -1,0 +1,364 @@
+"""Listening, the handshake decision, and graceful shutdown: :func:`serve` and :class:`Server`.
+
+For each connection the server runs one task: it decides on the handshake (the
+``process_request`` hook, the route, the origin, the subprotocol), then runs the
+handler, then closes the connection with 1000 (or 1011 if the handler failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import socket
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from . import __version__
+from .config import Config
+from .connection import WebSocket
+from .exceptions import ConnectionClosed, InvalidHandshake
+from .heartbeat import Heartbeat
+from .http import Request, Response, error_response
+from .protocol import Protocol, State
+
+__all__ = ["Handler", "ProcessRequest", "Server", "serve"]
+
+log = logging.getLogger(__name__)
+
+#: A coroutine function that serves one connection.
+Handler = Callable[[WebSocket], Awaitable[None]]
+#: A hook that may answer the handshake with an HTTP response instead of accepting it.
+ProcessRequest = Callable[[Request], "Response | Awaitable[Response | None] | None"]
+
+
+class Server:
+    """A running WebSocket server; returned by ``await serve(...)`` or ``async with serve(...)``.
+
+    ``close()`` is graceful: it stops accepting, closes every connection with 1001, waits
+    up to ``close_timeout`` for them, then aborts the rest.
+    """
+
+    def __init__(
+        self,
+        handler: Handler | Mapping[str, Handler],
+        config: Config,
+        *,
+        subprotocols: Sequence[str] | None = None,
+        origins: Sequence[str | None] | None = None,
+        process_request: ProcessRequest | None = None,
+        server_header: str | None = f"aiows/{__version__}",
+    ) -> None:
+        self.config = config
+        self._routes = dict(handler) if isinstance(handler, Mapping) else None
+        self._handler = None if isinstance(handler, Mapping) else handler
+        self._subprotocols = list(subprotocols or [])
+        self._origins = None if origins is None else set(origins)
+        self._process_request = process_request
+        self._extra_headers = [("Server", server_header)] if server_header else []
+        self._loop = asyncio.get_running_loop()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._protocols: set[Protocol] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._heartbeat: Heartbeat | None = None
+        if config.ping_interval is not None:
+            self._heartbeat = Heartbeat(config.ping_interval, config.ping_timeout)
+
+    # ------------------------------------------------------------------- listening
+
+    async def listen(
+        self,
+        host: str | Sequence[str] | None = None,
+        port: int | None = None,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        sock: socket.socket | None = None,
+        unix_path: str | os.PathLike[str] | None = None,
+        reuse_port: bool | None = None,
+        backlog: int = 1024,
+    ) -> None:
+        """Start listening on TCP ``host:port``, a Unix socket ``unix_path``, or ``sock``."""
+        factory = self._new_protocol
+        if unix_path is not None:
+            server = await self._loop.create_unix_server(
+                factory, os.fspath(unix_path), ssl=ssl, backlog=backlog
+            )
+        elif sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
+            server = await self._loop.create_unix_server(factory, sock=sock, ssl=ssl)
+        else:
+            server = await self._loop.create_server(
+                factory,
+                host,
+                port,
+                ssl=ssl,
+                sock=sock,
+                reuse_port=reuse_port,
+                backlog=backlog,  # type: ignore[arg-type, misc]
+            )
+        self._servers.append(server)
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        """The listening sockets."""
+        return [sock for server in self._servers for sock in getattr(server, "sockets", ())]
+
+    @property
+    def port(self) -> int:
+        """The TCP port of the first listening socket (useful after binding port 0)."""
+        for sock in self.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                return int(sock.getsockname()[1])
+        raise RuntimeError("the server is not listening on a TCP socket")
+
+    @property
+    def connections(self) -> list[WebSocket]:
+        """The open connections, in no particular order."""
+        return [p.receiver for p in self._protocols if isinstance(p.receiver, WebSocket)]
+
+    def _new_protocol(self) -> Protocol:
+        protocol = Protocol(self.config, on_request=self._on_request, on_lost=self._on_lost)
+        self._protocols.add(protocol)
+        return protocol
+
+    def _on_lost(self, protocol: Protocol) -> None:
+        self._protocols.discard(protocol)
+        if self._heartbeat is not None:
+            self._heartbeat.discard(protocol)
+
+    def _on_request(self, protocol: Protocol, request: Request) -> None:
+        task = self._loop.create_task(self._serve_connection(protocol, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ one connection
+
+    async def _serve_connection(self, protocol: Protocol, request: Request) -> None:
+        try:
+            ws = await self._handshake(protocol, request)
+        except Exception:
+            log.exception("conn %d: error while handling the handshake", protocol.id)
+            protocol.reject(error_response(500))
+            return
+        if ws is None:
+            return
+        if self._heartbeat is not None:
+            self._heartbeat.add(protocol)
+        await self._run_handler(ws)
+
+    async def _handshake(self, protocol: Protocol, request: Request) -> WebSocket | None:
+        response = await self._decide(request)
+        if response is not None:
+            log.info(
+                "conn %d: %s %s -> %d", protocol.id, request.method, request.path, response.status
+            )
+            if protocol.state is State.CONNECTING:
+                response.headers.extend(self._extra_headers)
+                protocol.reject(response)
+            return None
+        if protocol.state is not State.CONNECTING:
+            return None  # the client left, or the handshake timed out, meanwhile
+        ws = WebSocket(protocol, request)
+        try:
+            protocol.accept(self._select_subprotocol(request), list(self._extra_headers))
+        except InvalidHandshake:
+            return None
+        return ws
+
+    async def _decide(self, request: Request) -> Response | None:
+        if self._closing:
+            return error_response(503)
+        limit = self.config.max_connections
+        if limit is not None and self._count_open() >= limit:
+            return error_response(503)
+        if self._process_request is not None:
+            answer = self._process_request(request)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            if answer is not None:
+                return answer
+        if not request.is_upgrade:
+            return error_response(426, [("Upgrade", "websocket")])
+        if request.version != "HTTP/1.1":
+            return error_response(400)
+        if self._route(request.path) is None:
+            return error_response(404)
+        if self._origins is not None and request.headers.get("Origin") not in self._origins:
+            return error_response(403)
+        return None
+
+    def _count_open(self) -> int:
+        return sum(1 for p in self._protocols if p.state is State.OPEN)
+
+    def _route(self, path: str) -> Handler | None:
+        if self._routes is None:
+            return self._handler
+        return self._routes.get(path)
+
+    def _select_subprotocol(self, request: Request) -> str | None:
+        offered = [
+            token.strip()
+            for value in request.headers.get_all("Sec-WebSocket-Protocol")
+            for token in value.split(",")
+        ]
+        for subprotocol in self._subprotocols:
+            if subprotocol in offered:
+                return subprotocol
+        return None
+
+    async def _run_handler(self, ws: WebSocket) -> None:
+        assert ws.request is not None
+        handler = self._route(ws.request.path)
+        assert handler is not None
+        try:
+            await handler(ws)
+        except ConnectionClosed:
+            pass
+        except asyncio.CancelledError:
+            ws.protocol.abort()
+            raise
+        except Exception:
+            log.exception("conn %d: handler failed", ws.id)
+            await ws.close(1011, "internal error")
+            return
+        await ws.close(1001 if self._closing else 1000)
+
+    # -------------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Start a graceful shutdown; :meth:`wait_closed` waits for its end."""
+        if self._closing:
+            return
+        self._closing = True
+        for server in self._servers:
+            server.close()
+        task = self._loop.create_task(self._shutdown())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _shutdown(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        for protocol in list(self._protocols):
+            if protocol.state is State.OPEN:
+                protocol.close(1001, "server shutting down")
+            elif protocol.state is State.CONNECTING and protocol.transport is not None:
+                protocol.reject(error_response(503))
+        waiting = [t for t in self._tasks if t is not asyncio.current_task()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self.config.close_timeout)
+        for protocol in list(self._protocols):
+            protocol.abort()
+        leftovers = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+        self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Wait until the server is closed and every connection has ended."""
+        await asyncio.shield(self._closed)
+
+    async def serve_forever(self) -> None:
+        """Serve until :meth:`close` is called; cancelling it closes the server."""
+        try:
+            await asyncio.shield(self._closed)
+        except asyncio.CancelledError:
+            self.close()
+            await self.wait_closed()
+            raise
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+class serve:  # used like a function, as in websockets and asyncio
+    """Start a WebSocket server on the running loop.
+
+    Use it as an async context manager (the server closes on exit) or await it::
+
+        async with aiows.serve(handler, "127.0.0.1", 9001) as server:
+            await server.serve_forever()
+
+    ``handler`` is a coroutine function taking a :class:`WebSocket`, or a mapping from
+    paths to such functions (unknown paths get 404). Keyword options: ``ssl``,
+    ``sock``, ``unix_path``, ``reuse_port``, ``subprotocols``, ``origins`` (allowed
+    ``Origin`` values; ``None`` in the list allows requests without one; 403
+    otherwise), ``process_request`` (a hook that may return a :class:`Response`),
+    ``server_header``, and every limit of :class:`Config` (``max_size``, ``max_queue``,
+    ``write_limit``, ``open_timeout``, ``close_timeout``, ``ping_interval``,
+    ``ping_timeout``, ``max_header_size``, ``compression``, ``max_connections``) or a
+    whole ``config=``. An unknown option raises ``TypeError``.
+    """
+
+    def __init__(
+        self,
+        handler: Handler | Mapping[str, Handler],
+        host: str | Sequence[str] | None = None,
+        port: int | None = None,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        sock: socket.socket | None = None,
+        unix_path: str | os.PathLike[str] | None = None,
+        reuse_port: bool | None = None,
+        subprotocols: Iterable[str] | None = None,
+        origins: Iterable[str | None] | None = None,
+        process_request: ProcessRequest | None = None,
+        server_header: str | None = f"aiows/{__version__}",
+        config: Config | None = None,
+        **limits: Any,
+    ) -> None:
+        self._config = config.replace(**limits) if config else Config.from_options(limits)
+        self._handler = handler
+        self._listen = {
+            "host": host,
+            "port": port,
+            "ssl": ssl,
+            "sock": sock,
+            "unix_path": unix_path,
+            "reuse_port": reuse_port,
+        }
+        self._options = {
+            "subprotocols": list(subprotocols) if subprotocols is not None else None,
+            "origins": list(origins) if origins is not None else None,
+            "process_request": process_request,
+            "server_header": server_header,
+        }
+        self._server: Server | None = None
+
+    async def _start(self) -> Server:
+        server = Server(self._handler, self._config, **self._options)  # type: ignore[arg-type]
+        await server.listen(**self._listen)  # type: ignore[arg-type]
+        self._server = server
+        return server
+
+    def __await__(self) -> Generator[Any, None, Server]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self._start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
