@@ -1,0 +1,93 @@
+"""Shared fixtures: a server on 127.0.0.1 port 0, and a loop that fails on stray errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+import aiows
+
+#: Generous time limits: this machine is small and shared.
+TIMEOUT = 10.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--uvloop", action="store_true", help="run the asyncio tests on uvloop")
+
+
+@pytest.fixture
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    if request.config.getoption("--uvloop"):
+        import uvloop
+
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("asyncio") is not None and isinstance(item, pytest.Function):
+            item.fixturenames.insert(0, "loop_errors")
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """Fail the test when the loop reports an error nobody handled ("never retrieved")."""
+    errors: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        errors.append(context)
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    yield errors
+    import gc
+
+    gc.collect()  # "exception was never retrieved" is reported when a future is freed
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert not errors, f"unhandled errors in the event loop: {errors}"
+
+
+@asynccontextmanager
+async def running(
+    handler: aiows.Handler | dict[str, aiows.Handler], **options: Any
+) -> AsyncIterator[aiows.Server]:
+    """Serve ``handler`` on 127.0.0.1, a free port, for the duration of the block."""
+    options.setdefault("ping_interval", None)
+    async with aiows.serve(handler, "127.0.0.1", 0, **options) as server:
+        yield server
+
+
+def url(server: aiows.Server, path: str = "/", scheme: str = "ws") -> str:
+    """Return the address of ``server``."""
+    return f"{scheme}://127.0.0.1:{server.port}{path}"
+
+
+async def echo(ws: aiows.WebSocket) -> None:
+    async for message in ws:
+        await ws.send(message)
+
+
+@pytest.fixture
+def python_env() -> Callable[[], dict[str, str]]:
+    """Return an environment for subprocesses that import this checkout's aiows."""
+
+    def make() -> dict[str, str]:
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    return make
+
+
+PYTHON = sys.executable
