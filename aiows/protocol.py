@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import struct
+import time
 from collections.abc import Callable
 from typing import Protocol as Interface
 from typing import cast
@@ -308,6 +309,7 @@ class Protocol(asyncio.Protocol):
         extra = [(name.encode(), value.encode()) for name, value in headers]
         event = AcceptConnection(subprotocol=subprotocol, extensions=offered, extra_headers=extra)
         self._write(handshake.send(event))
+        self.subprotocol = subprotocol
         self._open([ext for ext in offered if ext.enabled()], self._trailing)
 
     def _reject_invalid(self, exc: Exception) -> None:
@@ -526,7 +528,7 @@ class Protocol(asyncio.Protocol):
         waiter: asyncio.Future[float] = self.loop.create_future()
         if self._pings is None:
             self._pings = {}
-        self._pings[payload] = (self.loop.time(), waiter)
+        self._pings[payload] = (time.perf_counter(), waiter)
         assert self._conn is not None
         self._write(self._conn.send(Ping(payload=payload)))
         return waiter
@@ -540,7 +542,7 @@ class Protocol(asyncio.Protocol):
         pings = self._pings
         if not pings or payload not in pings:
             return  # unsolicited pong: allowed, ignored (RFC 6455 §5.5.3)
-        now = self.loop.time()
+        now = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
         # A pong acknowledges its ping and every ping sent before it.
         for key in list(pings):
             sent, waiter = pings.pop(key)

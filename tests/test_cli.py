@@ -1,0 +1,168 @@
+"""``python -m aiows`` as a person runs it: a subprocess on a free port."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import websocket
+
+import aiows
+from aiows.cli import build_parser, config_from_args
+
+PYTHON = sys.executable
+
+
+@contextmanager
+def cli_server(
+    env: dict[str, str], *args: str, cwd: str | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Start ``python -m aiows serve ARGS --port 0``; yield the process and its URL."""
+    command = [PYTHON, "-m", "aiows", "serve", *args, "--port", "0"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            match = re.search(r"serving \S+ on (\S+)", line)
+            if match:
+                yield process, match.group(1)
+                break
+        else:
+            pytest.fail("the server did not start")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+def test_version() -> None:
+    out = subprocess.run(
+        [PYTHON, "-m", "aiows", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == f"aiows {aiows.__version__}"
+
+
+def test_flags_have_the_config_names() -> None:
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "echo",
+            "--max-size",
+            "123",
+            "--ping-interval",
+            "none",
+            "--ping-timeout",
+            "0",
+            "--no-compression",
+            "--max-queue",
+            "7",
+        ]
+    )
+    config = config_from_args(args)
+    assert config.max_size == 123
+    assert config.ping_interval is None and config.ping_timeout is None
+    assert config.compression is False
+    assert config.max_queue == 7
+
+
+def test_echo_app_and_sigterm_closes_with_1001(python_env: Callable[[], dict[str, str]]) -> None:
+    with cli_server(python_env(), "echo") as (process, address):
+        assert address.startswith("ws://127.0.0.1:")
+        ws = websocket.create_connection(address)
+        ws.send("Hello, world!")
+        assert ws.recv() == "Hello, world!"
+        ws.send_binary(b"\x00\x01")
+        assert ws.recv() == b"\x00\x01"
+        process.send_signal(signal.SIGTERM)
+        ws.settimeout(10)
+        opcode, payload = ws.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE
+        assert int.from_bytes(payload[:2], "big") == 1001
+        assert process.wait(15) == 0
+
+
+def test_chat_app_serves_a_page_and_relays(python_env: Callable[[], dict[str, str]]) -> None:
+    with cli_server(python_env()) as (process, address):
+        assert address.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(address, timeout=10) as response:
+            page = response.read().decode()
+            assert response.headers["Content-Type"].startswith("text/html")
+        assert "<html" in page.lower() and "location.host" in page
+        ws_url = address.replace("http://", "ws://")
+        alice = websocket.create_connection(ws_url, timeout=10)
+        bob = websocket.create_connection(ws_url, timeout=10)
+        assert json.loads(alice.recv())["type"] == "join"  # alice herself
+        assert json.loads(alice.recv())["type"] == "join"  # bob
+        bob.recv()
+        alice.send("Hello, world!")
+        for ws in (alice, bob):
+            text = ws.recv()
+            assert "Hello, world!" in text
+            assert json.loads(text)["type"] == "message"
+        bob.close()
+        leave = json.loads(alice.recv())
+        assert leave["type"] == "leave" and leave["count"] == 1
+        alice.close()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(15) == 0
+
+
+def test_chat_refuses_foreign_origins(python_env: Callable[[], dict[str, str]]) -> None:
+    with cli_server(python_env()) as (_, address):
+        ws_url = address.replace("http://", "ws://")
+        with pytest.raises(websocket.WebSocketBadStatusException) as info:
+            websocket.create_connection(ws_url, origin="http://evil.example", timeout=10)
+        assert info.value.status_code == 403
+
+
+def test_broadcast_app_reaches_everyone(python_env: Callable[[], dict[str, str]]) -> None:
+    with cli_server(python_env(), "broadcast") as (_, address):
+        clients = [websocket.create_connection(address, timeout=10) for _ in range(3)]
+        clients[0].send("to all")
+        assert [ws.recv() for ws in clients] == ["to all"] * 3
+        clients[1].send_binary(b"\x01")
+        assert [ws.recv() for ws in clients] == [b"\x01"] * 3
+        for ws in clients:
+            ws.close()
+
+
+def test_user_handler_by_module_path(
+    python_env: Callable[[], dict[str, str]], tmp_path: Path
+) -> None:
+    (tmp_path / "shout.py").write_text(
+        textwrap.dedent(
+            """
+            async def handler(ws):
+                async for message in ws:
+                    await ws.send(message.upper())
+            """
+        )
+    )
+    env = python_env()
+    env["PYTHONPATH"] = str(tmp_path) + ":" + env["PYTHONPATH"]
+    with cli_server(env, "shout:handler") as (_, address):
+        ws = websocket.create_connection(address, timeout=10)
+        ws.send("quiet")
+        assert ws.recv() == "QUIET"
+        ws.close()
+
+
+def test_unknown_app_is_a_usage_error(python_env: Callable[[], dict[str, str]]) -> None:
+    out = subprocess.run(
+        [PYTHON, "-m", "aiows", "serve", "nosuchthing"],
+        capture_output=True,
+        text=True,
+        env=python_env(),
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert "unknown app" in out.stderr

@@ -1,0 +1,30 @@
+"""One config object, validated on creation."""
+
+from __future__ import annotations
+
+import pytest
+
+import aiows
+from aiows.config import Config
+
+
+def test_defaults_are_sane() -> None:
+    config = Config()
+    assert config.max_size == 2**20
+    assert config.compression is True
+
+
+@pytest.mark.parametrize("field", ["max_size", "max_queue", "write_limit", "close_timeout"])
+def test_non_positive_values_are_refused(field: str) -> None:
+    with pytest.raises(ValueError):
+        Config(**{field: 0})
+
+
+def test_unknown_option_is_an_error() -> None:
+    with pytest.raises(TypeError, match="max_sise"):
+        aiows.serve(lambda ws: None, "127.0.0.1", 0, max_sise=10)  # type: ignore[arg-type, return-value]
+
+
+def test_config_is_frozen() -> None:
+    with pytest.raises(AttributeError):
+        Config().max_size = 1  # type: ignore[misc]

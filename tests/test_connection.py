@@ -1,0 +1,300 @@
+"""The WebSocket a handler holds: messages, closing, limits, flow control."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+
+import pytest
+import websockets
+from conftest import echo, running, url
+from rawclient import RawClient, frame, header_only
+
+import aiows
+
+
+async def test_text_stays_text_and_binary_stays_binary() -> None:
+    async with running(echo) as server, websockets.connect(url(server)) as client:
+        await client.send("héllo")
+        assert await client.recv() == "héllo"
+        await client.send(b"\x00\xff")
+        assert await client.recv() == b"\x00\xff"
+
+
+async def test_fragmented_messages_are_joined() -> None:
+    async with running(echo) as server, websockets.connect(url(server)) as client:
+        await client.send(["frag", "ment", "ed"])
+        assert await client.recv() == "fragmented"
+        await client.send([b"\x01", b"\x02"])
+        assert await client.recv() == b"\x01\x02"
+
+
+async def test_async_for_ends_quietly_on_1000() -> None:
+    ended = asyncio.Event()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        async for _ in ws:
+            pass
+        assert ws.close_code == 1000
+        ended.set()
+
+    async with running(handler) as server:
+        async with websockets.connect(url(server)) as client:
+            await client.send("x")
+        await asyncio.wait_for(ended.wait(), 10)
+
+
+async def test_async_for_raises_on_error_code() -> None:
+    raised: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        try:
+            async for _ in ws:
+                pass
+        except aiows.ConnectionClosedError as exc:
+            raised.set_result(exc)
+
+    async with running(handler) as server:
+        async with websockets.connect(url(server)) as client:
+            await client.close(4000, "custom")
+        exc = await asyncio.wait_for(raised, 10)
+        assert isinstance(exc, aiows.ConnectionClosedError)
+        assert (exc.code, exc.reason) == (4000, "custom")
+
+
+async def test_lost_tcp_connection_is_1006() -> None:
+    raised: asyncio.Future[aiows.ConnectionClosed] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        try:
+            await ws.recv()
+        except aiows.ConnectionClosed as exc:
+            raised.set_result(exc)
+
+    async with running(handler) as server:
+        raw = await RawClient.connect(server.port)
+        await raw.opened(server.port)
+        raw.writer.transport.abort()
+        exc = await asyncio.wait_for(raised, 10)
+        assert exc.code == 1006
+        assert isinstance(exc, aiows.ConnectionClosedError)
+
+
+async def test_close_sends_code_and_reason() -> None:
+    async def handler(ws: aiows.WebSocket) -> None:
+        await ws.close(4001, "bye")
+        assert ws.state is aiows.State.CLOSED
+        assert ws.close_code == 4001
+
+    async with running(handler) as server, websockets.connect(url(server)) as client:
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await client.recv()
+        assert info.value.rcvd is not None
+        assert (info.value.rcvd.code, info.value.rcvd.reason) == (4001, "bye")
+
+
+async def test_close_handshake_times_out_and_aborts() -> None:
+    closed = asyncio.Event()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        await ws.close()  # the raw client never answers
+        closed.set()
+
+    async with running(handler, close_timeout=0.5) as server:
+        raw = await RawClient.connect(server.port)
+        await raw.opened(server.port)
+        assert await raw.read_close() == 1000
+        await asyncio.wait_for(closed.wait(), 10)
+        assert await raw.eof()
+
+
+async def test_recv_is_safe_to_cancel() -> None:
+    got: asyncio.Future[aiows.Message] = asyncio.get_running_loop().create_future()
+    cancelled = asyncio.Event()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        task = asyncio.ensure_future(ws.recv())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        cancelled.set()
+        got.set_result(await ws.recv())
+
+    async with running(handler) as server, websockets.connect(url(server)) as client:
+        await asyncio.wait_for(cancelled.wait(), 10)
+        await client.send("kept")
+        assert await asyncio.wait_for(got, 10) == "kept"
+
+
+async def test_two_concurrent_recv_raise_concurrency_error() -> None:
+    result: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        first = asyncio.ensure_future(ws.recv())
+        await asyncio.sleep(0)
+        try:
+            await ws.recv()
+        except aiows.ConcurrencyError as exc:
+            result.set_result(exc)
+        assert await first == "x"
+
+    async with running(handler) as server, websockets.connect(url(server)) as client:
+        exc = await asyncio.wait_for(result, 10)
+        assert isinstance(exc, RuntimeError)
+        await client.send("x")
+
+
+async def test_ping_resolves_with_latency() -> None:
+    latency: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        latency.set_result(await ws.ping())
+        await ws.recv()
+
+    async with running(handler) as server, websockets.connect(url(server)) as client:
+        recv = asyncio.ensure_future(client.recv())  # websockets answers pings while reading
+        value = await asyncio.wait_for(latency, 10)
+        assert 0 < value < 10
+        recv.cancel()
+
+
+async def test_pings_from_the_peer_are_answered() -> None:
+    async with running(echo) as server, websockets.connect(url(server)) as client:
+        pong = await client.ping(b"abc")
+        await asyncio.wait_for(pong, 10)
+
+
+async def test_request_and_addresses() -> None:
+    seen: asyncio.Future[aiows.WebSocket] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        seen.set_result(ws)
+        await ws.recv()
+
+    async with running(handler, subprotocols=["chat.v2"]) as server:
+        async with websockets.connect(
+            url(server, "/room?token=abc"),
+            subprotocols=["chat.v1", "chat.v2"],  # type: ignore[list-item]
+            additional_headers={"X-Test": "yes"},
+        ) as client:
+            ws = await asyncio.wait_for(seen, 10)
+            assert ws.request is not None
+            assert ws.request.path == "/room"
+            assert ws.request.query == "token=abc"
+            assert ws.request.headers["x-test"] == "yes"
+            assert ws.subprotocol == "chat.v2" == client.subprotocol
+            assert ws.remote_address is not None and ws.remote_address[0] == "127.0.0.1"
+            assert ws.state is aiows.State.OPEN
+            assert ws.close_code is None
+
+
+async def test_message_over_max_size_closes_with_1009() -> None:
+    async with running(echo, max_size=1000) as server:
+        async with websockets.connect(url(server), max_size=None) as client:
+            await client.send("x" * 1000)
+            assert await client.recv() == "x" * 1000
+            await client.send("x" * 1001)
+            with pytest.raises(websockets.ConnectionClosedError) as info:
+                await client.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+
+
+async def test_fragments_over_max_size_close_with_1009() -> None:
+    async with running(echo, max_size=1000, compression=False) as server:
+        raw = await RawClient.connect(server.port)
+        await raw.opened(server.port)
+        raw.send(frame(b"x" * 600, opcode=0x2, fin=False))
+        raw.send(frame(b"x" * 600, opcode=0x0, fin=True))
+        assert await raw.read_close() == 1009
+
+
+async def test_length_of_2_to_the_62_is_refused_before_any_payload() -> None:
+    async with running(echo) as server:
+        raw = await RawClient.connect(server.port)
+        await raw.opened(server.port)
+        raw.send(header_only(2**62))
+        assert await raw.read_close() == 1009
+        assert await raw.eof()
+
+
+async def test_decompression_bomb_is_refused_with_1009() -> None:
+    async with running(echo, max_size=2**16) as server:
+        raw = await RawClient.connect(server.port)
+        raw.send(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        )
+        head = await raw.reader.readuntil(b"\r\n\r\n")
+        assert b"permessage-deflate" in head
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        bomb = compressor.compress(b"\0" * 2**26) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        assert len(bomb) < 2**17
+        raw.send(frame(bomb[:-4], opcode=0x2, rsv=0b100))
+        assert await raw.read_close() == 1009
+
+
+async def test_compression_is_negotiated_and_can_be_turned_off() -> None:
+    async with running(echo) as server, websockets.connect(url(server)) as client:
+        assert "permessage-deflate" in (
+            client.response.headers.get("Sec-WebSocket-Extensions") or ""
+        )
+        await client.send("a" * 10000)
+        assert await client.recv() == "a" * 10000
+    async with running(echo, compression=False) as server:
+        async with websockets.connect(url(server)) as client:
+            assert client.response.headers.get("Sec-WebSocket-Extensions") is None
+            await client.send("plain")
+            assert await client.recv() == "plain"
+
+
+async def test_full_inbox_pauses_reading() -> None:
+    release = asyncio.Event()
+    seen: asyncio.Future[aiows.WebSocket] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        seen.set_result(ws)
+        await release.wait()
+        received = [await ws.recv() for _ in range(100)]
+        await ws.send(str(len(received)))
+
+    async with running(handler, max_queue=4) as server:
+        async with websockets.connect(url(server)) as client:
+            ws = await asyncio.wait_for(seen, 10)
+            for i in range(100):
+                await client.send(str(i))
+            for _ in range(100):
+                if ws.protocol.reading_paused:
+                    break
+                await asyncio.sleep(0.02)
+            assert ws.protocol.reading_paused
+            assert ws.pending_messages < 100
+            release.set()
+            assert await asyncio.wait_for(client.recv(), 10) == "100"
+
+
+async def test_send_waits_while_the_write_buffer_is_full() -> None:
+    blocked = asyncio.Event()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        chunk = b"x" * 65536
+        for _ in range(2000):  # far more than the socket buffers hold
+            send = asyncio.ensure_future(ws.send(chunk))
+            done, _ = await asyncio.wait({send}, timeout=0.2)
+            if not done:
+                blocked.set()
+                send.cancel()
+                return
+
+    async with running(handler, write_limit=2**16) as server:
+        raw = await RawClient.connect(server.port)
+        await raw.opened(server.port)  # then never read
+        await asyncio.wait_for(blocked.wait(), 30)
+        raw.writer.transport.abort()
+
+
+async def test_open_timeout_drops_a_silent_client() -> None:
+    async with running(echo, open_timeout=0.3) as server:
+        raw = await RawClient.connect(server.port)
+        assert await raw.eof()

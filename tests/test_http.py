@@ -1,0 +1,49 @@
+"""Request heads: parsing and its refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiows.http import Headers, HTTPError, Response, parse_request
+
+
+def test_parse_request() -> None:
+    head = b"GET /chat?room=1 HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\n\r\n"
+    request = parse_request(head, ("127.0.0.1", 5))
+    assert (request.method, request.path, request.query) == ("GET", "/chat", "room=1")
+    assert request.headers.get_all("X-A") == ["1", "2"]
+    assert request.remote_address == ("127.0.0.1", 5)
+    assert not request.is_upgrade
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /\r\n\r\n", 400),
+        (b"GET nopath HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+        (b"GET / HTTP/1.1\r\nno colon\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n folded: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nX: bad\x00value\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 200 + b"\r\n", 431),
+    ],
+)
+def test_bad_heads(head: bytes, status: int) -> None:
+    with pytest.raises(HTTPError) as info:
+        parse_request(head)
+    assert info.value.status == status
+
+
+def test_headers_are_case_insensitive() -> None:
+    headers = Headers({"Content-Type": "text/plain"})
+    assert headers["content-type"] == "text/plain"
+    assert "CONTENT-TYPE" in headers and "Other" not in headers
+    with pytest.raises(KeyError):
+        headers["Other"]
+
+
+def test_response_encoding() -> None:
+    data = Response(401, "no", [("WWW-Authenticate", "Bearer")]).encode()
+    assert data.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert b"WWW-Authenticate: Bearer\r\n" in data
+    assert b"Content-Length: 2\r\n" in data and data.endswith(b"\r\n\r\nno")
