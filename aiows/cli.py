@@ -108,6 +108,18 @@ def _limit_flags(parser: argparse.ArgumentParser) -> None:
         help="open connections above which handshakes get 503 (default: none)",
     )
     group.add_argument(
+        "--drain-batch",
+        type=_optional_size,
+        default=defaults.drain_batch,
+        help="connections closed per batch at shutdown (default: all at once)",
+    )
+    group.add_argument(
+        "--drain-interval",
+        type=float,
+        default=defaults.drain_interval,
+        help="seconds between shutdown batches (default %(default)s)",
+    )
+    group.add_argument(
         "--compression",
         action=argparse.BooleanOptionalAction,
         default=defaults.compression,
@@ -167,6 +179,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         ping_timeout=args.ping_timeout,
         max_header_size=args.max_header_size,
         max_connections=args.max_connections,
+        drain_batch=args.drain_batch,
+        drain_interval=args.drain_interval,
         compression=args.compression,
     )
 
@@ -207,10 +221,23 @@ def _banner(args: argparse.Namespace, app: App, port: int | None) -> str:
     return f"serving {args.app} on {scheme}://{host}:{port}/{hint}"
 
 
+def _raise_file_limit() -> None:
+    """Let a server hold as many connections as the hard file limit allows."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        _raise_file_limit()
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -42,13 +42,21 @@ class Config:
     max_header_size: int = 16384
     #: Offer or accept permessage-deflate (RFC 7692).
     compression: bool = True
+    #: Ask clients for ``server_no_context_takeover`` (server only): compressed frames
+    #: then start afresh for every message, so a broadcast compresses once for all.
+    server_no_context_takeover: bool = False
     #: Open connections above which new handshakes are answered 503 (server only).
     max_connections: int | None = None
+    #: Connections closed with 1001 per batch when the server shuts down; ``None``: all
+    #: at once. Batches spread reconnections out; new handshakes meanwhile get 503.
+    drain_batch: int | None = None
+    #: Seconds between two shutdown batches.
+    drain_interval: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("max_size", "max_connections"):
+        for name in ("max_size", "max_connections", "drain_batch"):
             _check_positive(name, getattr(self, name), allow_none=True)
-        for name in ("max_queue", "write_limit", "max_header_size"):
+        for name in ("max_queue", "write_limit", "max_header_size", "drain_interval"):
             _check_positive(name, getattr(self, name), allow_none=False)
         for name in ("open_timeout", "close_timeout", "ping_interval", "ping_timeout"):
             _check_positive(name, getattr(self, name), allow_none=True)

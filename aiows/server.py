@@ -8,6 +8,7 @@ handler, then closes the connection with 1000 (or 1011 if the handler failed).
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import logging
 import os
@@ -116,6 +117,11 @@ class Server:
         raise RuntimeError("the server is not listening on a TCP socket")
 
     @property
+    def heartbeat(self) -> Heartbeat | None:
+        """The one timer that pings every connection (``None`` when keepalive is off)."""
+        return self._heartbeat
+
+    @property
     def connections(self) -> list[WebSocket]:
         """The open connections, in no particular order."""
         return [p.receiver for p in self._protocols if isinstance(p.receiver, WebSocket)]
@@ -183,7 +189,7 @@ class Server:
                 return answer
         if not request.is_upgrade:
             return error_response(426, [("Upgrade", "websocket")])
-        if request.version != "HTTP/1.1":
+        if request.version != "HTTP/1.1" or not _valid_key(request):
             return error_response(400)
         if self._route(request.path) is None:
             return error_response(404)
@@ -230,12 +236,15 @@ class Server:
     # -------------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Start a graceful shutdown; :meth:`wait_closed` waits for its end."""
+        """Start a graceful shutdown; :meth:`wait_closed` waits for its end.
+
+        Every open connection gets 1001, in batches of ``drain_batch`` (all at once by
+        default); handshakes that arrive meanwhile get 503. After ``close_timeout`` the
+        connections still open are aborted.
+        """
         if self._closing:
             return
         self._closing = True
-        for server in self._servers:
-            server.close()
         task = self._loop.create_task(self._shutdown())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -243,14 +252,15 @@ class Server:
     async def _shutdown(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.stop()
-        for protocol in list(self._protocols):
-            if protocol.state is State.OPEN:
-                protocol.close(1001, "server shutting down")
-            elif protocol.state is State.CONNECTING and protocol.transport is not None:
-                protocol.reject(error_response(503))
+        await self._drain()
         waiting = [t for t in self._tasks if t is not asyncio.current_task()]
         if waiting:
             await asyncio.wait(waiting, timeout=self.config.close_timeout)
+        for server in self._servers:
+            server.close()  # until now, new handshakes got 503
+        for protocol in list(self._protocols):
+            if protocol.state is State.CONNECTING and protocol.transport is not None:
+                protocol.reject(error_response(503))
         for protocol in list(self._protocols):
             protocol.abort()
         leftovers = [t for t in self._tasks if t is not asyncio.current_task()]
@@ -260,6 +270,16 @@ class Server:
         for server in self._servers:
             await server.wait_closed()
         self._closed.set_result(None)
+
+    async def _drain(self) -> None:
+        batch = self.config.drain_batch
+        open_now = [p for p in self._protocols if p.state is State.OPEN]
+        size = batch or len(open_now) or 1
+        for start in range(0, len(open_now), size):
+            if start:
+                await asyncio.sleep(self.config.drain_interval)
+            for protocol in open_now[start : start + size]:
+                protocol.close(1001, "server shutting down")
 
     async def wait_closed(self) -> None:
         """Wait until the server is closed and every connection has ended."""
@@ -285,6 +305,15 @@ class Server:
     ) -> None:
         self.close()
         await self.wait_closed()
+
+
+def _valid_key(request: Request) -> bool:
+    """Check that ``Sec-WebSocket-Key`` is a base64-encoded 16-byte nonce (RFC 6455 §4.1)."""
+    key = request.headers.get("Sec-WebSocket-Key") or ""
+    try:
+        return len(base64.b64decode(key.encode(), validate=True)) == 16
+    except (ValueError, UnicodeEncodeError):
+        return False
 
 
 class serve:  # used like a function, as in websockets and asyncio

@@ -23,7 +23,7 @@ def test_autobahn_server_conformance(
     if not Path(kosoku).exists():
         pytest.skip("kosoku is not installed (pip install kosoku)")
     # kosoku counts a server ping in the middle of a case as a failure: keepalive off.
-    args = ("echo", "--max-size", str(2**24), "--ping-interval", "0", "--log-level", "warning")
+    args = ("echo", "--max-size", str(2**24), "--ping-interval", "0")
     with cli_server(python_env(), *args) as (_, address):
         target = address.removeprefix("ws://").rstrip("/")
         subprocess.run(

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ def cli_server(
         for line in process.stderr:
             match = re.search(r"serving \S+ on (\S+)", line)
             if match:
+                # Keep reading its log, or a full pipe would block the server.
+                threading.Thread(target=process.stderr.read, daemon=True).start()
                 yield process, match.group(1)
                 break
         else:
@@ -166,3 +169,29 @@ def test_unknown_app_is_a_usage_error(python_env: Callable[[], dict[str, str]]) 
     )
     assert out.returncode == 2
     assert "unknown app" in out.stderr
+
+
+def test_tls_from_certfile_and_keyfile(
+    python_env: Callable[[], dict[str, str]], tmp_path: Path
+) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    args = (
+        "echo",
+        "--certfile",
+        str(tmp_path / "cert.pem"),
+        "--keyfile",
+        str(tmp_path / "key.pem"),
+    )
+    with cli_server(python_env(), *args) as (_, address):
+        assert address.startswith("wss://")
+        ws = websocket.create_connection(
+            address, sslopt={"ca_certs": str(tmp_path / "ca.pem")}, timeout=10
+        )
+        ws.send("over tls")
+        assert ws.recv() == "over tls"
+        ws.close()

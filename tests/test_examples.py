@@ -1,0 +1,114 @@
+"""Every server example runs and does what its docstring says."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import websocket
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@contextmanager
+def example(
+    env: dict[str, str], name: str, *args: str
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Run ``examples/NAME`` with ``ARGS``; yield it and the line where it says it listens."""
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / name), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        threading.Thread(target=process.stderr.read, daemon=True).start()
+        line = process.stdout.readline()
+        assert "listening on" in line, f"{name} did not start: {line!r}"
+        yield process, line
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+def test_echo_server(python_env: Callable[[], dict[str, str]]) -> None:
+    with example(python_env(), "echo_server.py", "0") as (_, line):
+        address = line.split()[-1]
+        ws = websocket.create_connection(address, timeout=10)
+        ws.send("Hello, world!")
+        assert ws.recv() == "Hello, world!"
+        ws.close()
+
+
+def test_auth(python_env: Callable[[], dict[str, str]]) -> None:
+    with example(python_env(), "auth.py", "0") as (_, line):
+        address = line.split()[-1]
+        with pytest.raises(websocket.WebSocketBadStatusException) as info:
+            websocket.create_connection(address, timeout=10)
+        assert info.value.status_code == 401
+        ws = websocket.create_connection(address + "?token=let-me-in", timeout=10)
+        assert "welcome" in ws.recv()
+        ws.close()
+        ws = websocket.create_connection(
+            address, header=["Authorization: Bearer let-me-in"], timeout=10
+        )
+        assert "welcome" in ws.recv()
+        ws.close()
+
+
+def test_tls_server(python_env: Callable[[], dict[str, str]], tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    args = (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), "0")
+    with example(python_env(), "tls_server.py", *args) as (_, line):
+        address = line.split()[-1]
+        assert address.startswith("wss://")
+        ws = websocket.create_connection(
+            address, sslopt={"ca_certs": str(tmp_path / "ca.pem")}, timeout=10
+        )
+        ws.send("secret")
+        assert ws.recv() == "secret"
+        ws.close()
+
+
+def test_chat(python_env: Callable[[], dict[str, str]]) -> None:
+    with example(python_env(), "chat.py", "0") as (_, line):
+        address = line.split()[-1]
+        with urllib.request.urlopen(address, timeout=10) as response:
+            assert b"aiows chat" in response.read()
+        ws = websocket.create_connection(address.replace("http", "ws"), timeout=10)
+        assert '"join"' in ws.recv()
+        ws.send("hi all")
+        assert "hi all" in ws.recv()
+        ws.close()
+
+
+def test_embedded_beside_an_http_service(python_env: Callable[[], dict[str, str]]) -> None:
+    with example(python_env(), "embedded.py", "0", "0") as (process, line):
+        ws_address, http_address = re.findall(r"\S+://\S+", line)
+        ws = websocket.create_connection(ws_address, timeout=10)
+        ws.send("beside")
+        assert ws.recv() == "beside"
+        with urllib.request.urlopen(http_address + "status", timeout=10) as response:
+            assert response.read() == b"websocket clients: 1\n"
+        process.send_signal(signal.SIGTERM)
+        ws.settimeout(10)
+        opcode, payload = ws.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE
+        assert int.from_bytes(payload[:2], "big") == 1001
+        assert process.wait(15) == 0
