@@ -19,6 +19,7 @@ and groups for many connections at once::
 
 __version__ = "0.1.0"
 
+from .client import ConnectError, OpenTimeout, ProxyError, connect
 from .config import Config
 from .connection import Message, WebSocket
 from .exceptions import (
@@ -33,35 +34,45 @@ from .exceptions import (
     InvalidURI,
     PayloadTooBig,
 )
+from .history import History, HistoryTooOld
 from .http import Headers, Request, Response
-from .hub import Hub
+from .hub import Hub, Presence
 from .loop import run
 from .protocol import State
 from .server import Handler, ProcessRequest, Server, serve
+from .stats import HubStats
 
 __all__ = [
     "AiowsError",
     "ConcurrencyError",
     "Config",
+    "ConnectError",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "Handler",
     "Headers",
+    "History",
+    "HistoryTooOld",
     "Hub",
+    "HubStats",
     "InvalidHandshake",
     "InvalidMessage",
     "InvalidStatus",
     "InvalidURI",
     "Message",
+    "OpenTimeout",
     "PayloadTooBig",
+    "Presence",
     "ProcessRequest",
+    "ProxyError",
     "Request",
     "Response",
     "Server",
     "State",
     "WebSocket",
     "__version__",
+    "connect",
     "run",
     "serve",
 ]

@@ -20,6 +20,7 @@ from .apps import BUILTIN, App, load
 from .config import Config
 from .loop import run
 from .server import serve
+from .stats import log_every, metrics_hook
 
 __all__ = ["main"]
 
@@ -152,6 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="allowed Origin header (repeatable); others get 403",
     )
     server.add_argument(
+        "--server-no-context-takeover",
+        action="store_true",
+        help="ask clients for server_no_context_takeover: a compressed broadcast is "
+        "then compressed once for all of them",
+    )
+    server.add_argument(
+        "--stats-interval",
+        type=_optional_seconds,
+        default=None,
+        metavar="S",
+        help="log every hub's stats every S seconds (default: never)",
+    )
+    server.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve hub stats in the Prometheus text format on GET /metrics "
+        "(needs prometheus-client)",
+    )
+    server.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
         default="auto",
@@ -164,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="(default %(default)s)",
     )
     _limit_flags(server)
+    _connect_parser(commands)
     return parser
 
 
@@ -182,6 +203,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         drain_batch=args.drain_batch,
         drain_interval=args.drain_interval,
         compression=args.compression,
+        server_no_context_takeover=getattr(args, "server_no_context_takeover", False),
     )
 
 
@@ -190,6 +212,16 @@ async def _serve(args: argparse.Namespace, app: App, config: Config) -> None:
     if args.certfile:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.certfile, args.keyfile)
+    process_request = app.process_request
+    if getattr(args, "metrics", False):
+        try:
+            process_request = metrics_hook(process_request)
+        except ImportError:
+            message = "--metrics needs prometheus-client: pip install 'aiows[metrics]'"
+            raise SystemExit(message) from None
+    stats_task = None
+    if getattr(args, "stats_interval", None):
+        stats_task = asyncio.get_running_loop().create_task(log_every(args.stats_interval))
     async with serve(
         app.handler,
         None if args.unix_path else args.host,
@@ -197,7 +229,7 @@ async def _serve(args: argparse.Namespace, app: App, config: Config) -> None:
         unix_path=args.unix_path,
         ssl=context,
         origins=args.origins,
-        process_request=app.process_request,
+        process_request=process_request,
         config=config,
     ) as server:
         loop = asyncio.get_running_loop()
@@ -205,6 +237,8 @@ async def _serve(args: argparse.Namespace, app: App, config: Config) -> None:
             loop.add_signal_handler(signum, server.close)
         log.info("%s", _banner(args, app, server.port if not args.unix_path else None))
         await server.wait_closed()
+    if stats_task is not None:
+        stats_task.cancel()
     log.info("server stopped")
 
 
@@ -232,6 +266,56 @@ def _raise_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _connect_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    client = commands.add_parser(
+        "connect",
+        help="an interactive client: lines typed are sent, messages received are printed",
+        description="Connect to a WebSocket server: each line typed is sent as a text "
+        "message, messages received are printed (binary as hex); Ctrl-D closes with 1000.",
+    )
+    client.add_argument("uri", help="ws:// or wss:// address")
+    client.add_argument(
+        "--header",
+        action="append",
+        dest="headers",
+        metavar="NAME:VALUE",
+        help="extra HTTP header for the handshake (repeatable)",
+    )
+    client.add_argument(
+        "--subprotocol",
+        action="append",
+        dest="subprotocols",
+        metavar="NAME",
+        help="subprotocol to offer (repeatable)",
+    )
+    client.add_argument(
+        "--insecure", action="store_true", help="wss://: do not verify the TLS certificate"
+    )
+    client.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop (default: uvloop when installed)",
+    )
+    client.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("debug", "info", "warning", "error"),
+        help="(default %(default)s)",
+    )
+    _limit_flags(client)
+
+
+def _connect(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from . import console
+
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return console.main(args, config)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
@@ -243,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.command == "connect":
+        return _connect(parser, args)
     try:
         config = config_from_args(args)
         app = load(args.app, args.origins)

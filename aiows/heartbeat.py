@@ -6,6 +6,10 @@ single ``call_later`` chain, not a task per connection. A connection is pinged a
 nothing at all (pong or otherwise) arrives within ``ping_timeout`` after that. A
 connection whose reading *we* paused (the application is busy) is never declared
 dead: its silence is ours, not the peer's.
+
+The server makes one per server (``Server.heartbeat``); the latency measured by its
+pings is each connection's :attr:`~aiows.WebSocket.latency`, which the hub's stats
+summarise.
 """
 
 from __future__ import annotations
@@ -23,7 +27,18 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     """Ping idle connections and close dead ones, every ``tick`` seconds, on one timer."""
 
-    __slots__ = ("_deadlines", "_handle", "_idle", "_members", "interval", "loop", "timeout")
+    __slots__ = (
+        "_deadlines",
+        "_handle",
+        "_idle",
+        "_members",
+        "interval",
+        "loop",
+        "pings_sent",
+        "ticks",
+        "timed_out",
+        "timeout",
+    )
 
     def __init__(self, interval: float, timeout: float | None) -> None:
         self.interval = interval
@@ -33,6 +48,12 @@ class Heartbeat:
         self._idle: dict[Protocol, float] = {}
         self._deadlines: dict[Protocol, float] = {}
         self._handle: asyncio.TimerHandle | None = None
+        #: Passes made over the connections so far.
+        self.ticks = 0
+        #: Keepalive pings sent so far.
+        self.pings_sent = 0
+        #: Connections closed with 1011 because no pong came in time.
+        self.timed_out = 0
 
     @property
     def tick(self) -> float:
@@ -61,7 +82,13 @@ class Heartbeat:
     def __len__(self) -> int:
         return len(self._members)
 
+    @property
+    def running(self) -> bool:
+        """True while the timer is scheduled (there are connections to watch)."""
+        return self._handle is not None
+
     def _run(self) -> None:
+        self.ticks += 1
         now = self.loop.time()
         for protocol in list(self._members):
             if protocol.state is not State.OPEN:
@@ -82,10 +109,12 @@ class Heartbeat:
             if now >= deadline:
                 log.info("conn %d: no pong within ping_timeout, closing with 1011", protocol.id)
                 self.discard(protocol)
+                self.timed_out += 1
                 protocol.close(1011, "keepalive ping timeout")
             return
         if now - self._idle.setdefault(protocol, now) >= self.interval:
             waiter = protocol.ping()
+            self.pings_sent += 1
             waiter.add_done_callback(_ignore_result)
             if self.timeout is not None:
                 self._deadlines[protocol] = now + self.timeout

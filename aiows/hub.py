@@ -1,42 +1,117 @@
-"""The hub: groups of connections and broadcast with the frame encoded once.
+"""The hub: groups, presence, broadcast with frames encoded once, slow consumers, history.
 
 A :class:`Hub` knows which connections are in which groups. ``broadcast`` builds the
-frame bytes once and writes the same bytes to every member (server frames are not
-masked), returning at once with the number of members reached.
+frame bytes once per wire format (plain, or compressed without context) and queues the
+same bytes for every member; one flush per loop turn writes each member's queue in one
+``transport.write``. It returns at once with the number of members reached. A member
+whose write buffer passes ``buffer_limit`` is handled by the hub's ``policy``: closed
+(the default), skipped with the drop counted, or waited for by :meth:`Hub.publish`.
+
+Keepalive is the server's: one :class:`~aiows.heartbeat.Heartbeat` timer pings every
+connection; the hub reads each member's :attr:`~aiows.WebSocket.latency` for its stats.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
-from collections.abc import AsyncIterator, Iterable
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal
 
 from .connection import Message, WebSocket
-from .protocol import State, encode_frame
+from .exceptions import ConnectionClosed
+from .history import Envelope, History
+from .protocol import Protocol, State, encode_frame_as
+from .stats import HubStats, percentile
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "Policy", "Presence"]
 
 log = logging.getLogger(__name__)
 
+#: What the hub does with a member whose write buffer is over ``buffer_limit``.
+Policy = Literal["close", "drop", "wait"]
+_POLICIES = ("close", "drop", "wait")
+_names = itertools.count(1)
+_hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """A connection joined or left a group; ``count`` is the group's size afterwards."""
+
+    kind: Literal["join", "leave"]
+    group: str
+    ws: WebSocket
+    count: int
+
 
 class Hub:
-    """Groups of connections, and broadcast to all of them or to one group.
+    """Groups of connections, presence, and broadcast to all of them or to one group.
 
     >>> hub = Hub()
     >>> hub.broadcast("nobody listens")
     0
 
-    A connection that closes leaves every group by itself.
+    A connection that closes leaves every group by itself. Options (keyword-only):
+
+    - ``policy``: ``"close"`` (default) closes a member whose write buffer is over
+      ``buffer_limit`` with ``slow_close_code`` (1013, or 1008); ``"drop"`` skips
+      messages for it while it is over, counting them; ``"wait"`` never skips nor
+      closes: :meth:`publish` waits until every member is under the limit (ordered,
+      for small groups).
+    - ``buffer_limit``: bytes waiting to be written to one member (default 1 MiB).
+    - ``name``: the label of this hub in logs and metrics.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        policy: Policy = "close",
+        buffer_limit: int = 2**20,
+        slow_close_code: int = 1013,
+        name: str | None = None,
+    ) -> None:
+        if policy not in _POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(_POLICIES)}")
+        if buffer_limit <= 0:
+            raise ValueError("buffer_limit must be positive")
+        if slow_close_code not in (1008, 1013):
+            raise ValueError("slow_close_code must be 1008 or 1013")
+        self.policy: Policy = policy
+        self.buffer_limit = buffer_limit
+        self.slow_close_code = slow_close_code
+        self.name = name if name is not None else f"hub{next(_names)}"
         self._everyone: dict[WebSocket, set[str]] = {}
         self._groups: dict[str, dict[WebSocket, None]] = {}
+        self._histories: dict[str, History] = {}
+        self._listeners: list[Callable[[Presence], None]] = []
+        self._dropping: dict[WebSocket, int] = {}
+        self._dirty: list[Protocol] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._broadcasts = 0
+        self._sent = 0
+        self._bytes = 0
+        self._encoded = 0
+        self._dropped = 0
+        self._closed_slow = 0
+        _hubs.add(self)
+
+    @staticmethod
+    def instances() -> list[Hub]:
+        """Return every hub alive in this process (for stats and metrics)."""
+        return list(_hubs)
 
     # ---------------------------------------------------------------------- members
 
     def join(self, ws: WebSocket, *groups: str) -> None:
-        """Add ``ws`` to the hub and to ``groups``; it leaves them all when it closes."""
+        """Add ``ws`` to the hub and to ``groups``; it leaves them all when it closes.
+
+        Each group newly joined emits a ``join`` :class:`Presence` event.
+        """
         if ws.state is State.CLOSED:
             return
         mine = self._everyone.get(ws)
@@ -44,8 +119,12 @@ class Hub:
             mine = self._everyone[ws] = set()
             ws.protocol.on_closed(lambda: self.remove(ws))
         for group in groups:
+            if group in mine:
+                continue
             mine.add(group)
-            self._groups.setdefault(group, {})[ws] = None
+            members = self._groups.setdefault(group, {})
+            members[ws] = None
+            self._emit("join", group, ws, len(members))
 
     def leave(self, ws: WebSocket, *groups: str) -> None:
         """Remove ``ws`` from ``groups`` (it stays in the hub for broadcasts to everyone)."""
@@ -53,24 +132,25 @@ class Hub:
         if mine is None:
             return
         for group in groups:
-            mine.discard(group)
-            members = self._groups.get(group)
-            if members is not None:
-                members.pop(ws, None)
-                if not members:
-                    del self._groups[group]
+            if group in mine:
+                mine.discard(group)
+                self._leave_group(ws, group)
 
     def remove(self, ws: WebSocket) -> None:
         """Remove ``ws`` from the hub and from every group."""
         groups = self._everyone.pop(ws, None)
-        if groups is None:
+        self._dropping.pop(ws, None)
+        for group in groups or ():
+            self._leave_group(ws, group)
+
+    def _leave_group(self, ws: WebSocket, group: str) -> None:
+        members = self._groups.get(group)
+        if members is None or ws not in members:
             return
-        for group in groups:
-            members = self._groups.get(group)
-            if members is not None:
-                members.pop(ws, None)
-                if not members:
-                    del self._groups[group]
+        del members[ws]
+        if not members:
+            del self._groups[group]
+        self._emit("leave", group, ws, len(members))
 
     @asynccontextmanager
     async def joined(self, ws: WebSocket, *groups: str) -> AsyncIterator[WebSocket]:
@@ -93,10 +173,40 @@ class Hub:
             return len(self._everyone)
         return len(self._groups.get(group, ()))
 
+    def groups_of(self, ws: WebSocket) -> set[str]:
+        """Return the groups ``ws`` is in (empty if it is not in the hub)."""
+        return set(self._everyone.get(ws, ()))
+
     @property
     def groups(self) -> list[str]:
         """The groups that have at least one member."""
         return list(self._groups)
+
+    # --------------------------------------------------------------------- presence
+
+    def subscribe(self, listener: Callable[[Presence], None]) -> Callable[[], None]:
+        """Call ``listener(event)`` on every join and leave; return an unsubscribe function.
+
+        Listeners run synchronously, in the order they subscribed; one that raises is
+        logged and the others still run.
+        """
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _emit(self, kind: Literal["join", "leave"], group: str, ws: WebSocket, n: int) -> None:
+        if not self._listeners:
+            return
+        event = Presence(kind, group, ws, n)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("conn %d: presence listener failed", ws.id)
 
     # -------------------------------------------------------------------- broadcast
 
@@ -109,26 +219,179 @@ class Hub:
         """Send ``message`` to every member of ``group`` (or of the hub) but ``exclude``.
 
         Returns at once, without waiting for any member's buffer to drain, with the
-        number of members the message was written to.
+        number of members the message was queued for. The frame is built once per wire
+        format; frames queued for one member in one loop turn go out in one write. In
+        a group that keeps a history the message gets the next offset first.
         """
-        members = self._everyone if group is None else self._groups.get(group, {})
+        members: dict[WebSocket, set[str]] | dict[WebSocket, None]
+        if group is None:
+            members = self._everyone
+        else:
+            history = self._histories.get(group)
+            if history is not None:
+                message = history.append(message)
+            members = self._groups.get(group) or {}
+        self._broadcasts += 1
         skip = _as_set(exclude)
-        frame: bytes | None = None
-        reached = 0
-        for ws in list(members):
+        frames: dict[int, bytes] = {}
+        limit = self.buffer_limit
+        dirty = self._dirty
+        reached = sent_bytes = 0
+        for ws in tuple(members):
             if ws in skip:
                 continue
             protocol = ws.protocol
             if protocol.state is not State.OPEN:
                 continue
-            if protocol.shares_frames:
-                if frame is None:
-                    frame = encode_frame(message)
-                protocol.write_frame(frame)
-            else:
-                protocol.send_data(message)
+            if protocol.write_buffer_size() > limit and not self._over_limit(ws):
+                continue
+            frame_format = protocol.frame_format
+            if frame_format is None:
+                protocol.send_data(message)  # this connection compresses alone
+                reached += 1
+                continue
+            frame = frames.get(frame_format)
+            if frame is None:
+                frame = frames[frame_format] = encode_frame_as(message, frame_format)
+                self._encoded += 1
+            if protocol.queue_frame(frame):
+                dirty.append(protocol)
+            sent_bytes += len(frame)
             reached += 1
+        if dirty and self._flush_handle is None:
+            self._flush_handle = dirty[0].loop.call_soon(self._flush)
+        self._sent += reached
+        self._bytes += sent_bytes
         return reached
+
+    async def publish(
+        self,
+        message: Message,
+        group: str | None = None,
+        exclude: WebSocket | Iterable[WebSocket] | None = None,
+    ) -> int:
+        """Like :meth:`broadcast`, but with the ``wait`` policy wait for slow members first.
+
+        Under ``wait``, returns only after every member's write buffer was back under
+        ``buffer_limit`` (a member that closes meanwhile is not waited for), so a
+        producer that publishes in a loop goes at the pace of its slowest member and
+        memory stays bounded. Under the other policies it is :meth:`broadcast`. Safe
+        to cancel: the message is then not sent.
+        """
+        if self.policy == "wait":
+            await self.wait_ready(group)
+        return self.broadcast(message, group, exclude)
+
+    async def wait_ready(self, group: str | None = None) -> None:
+        """Wait until every member of ``group`` (or of the hub) is under ``buffer_limit``."""
+        members = self.members(group)
+        for ws in members:
+            protocol = ws.protocol
+            while protocol.state is State.OPEN and protocol.write_buffer_size() > self.buffer_limit:
+                protocol.flush()  # hand queued frames to the transport, which may pause
+                if not protocol.write_paused:
+                    break
+                try:
+                    await protocol.drain()
+                except ConnectionClosed:
+                    break
+
+    def _over_limit(self, ws: WebSocket) -> bool:
+        """Apply the policy to a member over its limit; return True to send anyway."""
+        if self.policy == "wait":
+            return True
+        if self.policy == "drop":
+            self._dropped += 1
+            dropped = self._dropping.get(ws, 0)
+            if dropped == 0:
+                log.info("conn %d: slow consumer, dropping hub messages", ws.id)
+            self._dropping[ws] = dropped + 1
+            return False
+        log.info(
+            "conn %d: slow consumer (over %d bytes), closing with %d",
+            ws.id,
+            self.buffer_limit,
+            self.slow_close_code,
+        )
+        self._closed_slow += 1
+        ws.protocol.close(self.slow_close_code, "slow consumer")
+        return False
+
+    def dropped(self, ws: WebSocket) -> int:
+        """Return how many messages the ``drop`` policy skipped for ``ws``."""
+        return self._dropping.get(ws, 0)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        for protocol in dirty:
+            protocol.flush()
+
+    # ---------------------------------------------------------------------- history
+
+    def keep_history(
+        self,
+        group: str,
+        maxlen: int | None = 1000,
+        max_age: float | None = None,
+        *,
+        envelope: Envelope | None = None,
+    ) -> History:
+        """Keep the recent messages broadcast to ``group``, with offsets, for :meth:`resume`.
+
+        Keeps the last ``maxlen`` messages and/or those younger than ``max_age``
+        seconds. ``envelope(offset, message)``, if given, builds what is actually sent
+        (and replayed) so that clients learn each offset, e.g. JSON with both. Calling
+        it again for the same group returns the existing history.
+        """
+        history = self._histories.get(group)
+        if history is None:
+            history = self._histories[group] = History(maxlen, max_age, envelope=envelope)
+        return history
+
+    def history(self, group: str) -> History | None:
+        """Return the history kept for ``group``, or ``None``."""
+        return self._histories.get(group)
+
+    def resume(self, ws: WebSocket, group: str, offset: int) -> int:
+        """Send ``ws`` the messages of ``group`` after ``offset``, in order; return how many.
+
+        Call it right after ``join(ws, group)`` (both are synchronous, so nothing is
+        missed or sent twice in between). Raises :class:`~aiows.HistoryTooOld` when the
+        history no longer covers ``offset`` (nothing is sent then), and ``LookupError``
+        when ``group`` keeps no history.
+        """
+        history = self._histories.get(group)
+        if history is None:
+            raise LookupError(f"group {group!r} keeps no history")
+        missed = history.since(offset)
+        protocol = ws.protocol
+        if protocol.state is not State.OPEN:
+            return 0
+        for message in missed:
+            protocol.send_data(message)
+        self._sent += len(missed)
+        return len(missed)
+
+    # ------------------------------------------------------------------------ stats
+
+    def stats(self) -> HubStats:
+        """Return a snapshot of this hub's counters and its members' ping latencies."""
+        latencies = sorted(ws.latency for ws in self._everyone if ws.latency > 0)
+        return HubStats(
+            name=self.name,
+            connections=len(self._everyone),
+            groups=len(self._groups),
+            broadcasts=self._broadcasts,
+            messages_sent=self._sent,
+            bytes_sent=self._bytes,
+            frames_encoded=self._encoded,
+            messages_dropped=self._dropped,
+            closed_slow=self._closed_slow,
+            latency_p50=percentile(latencies, 0.5),
+            latency_p90=percentile(latencies, 0.9),
+            latency_p99=percentile(latencies, 0.99),
+        )
 
 
 def _as_set(exclude: WebSocket | Iterable[WebSocket] | None) -> set[WebSocket] | tuple[()]:

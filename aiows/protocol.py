@@ -16,6 +16,7 @@ import logging
 import os
 import struct
 import time
+import zlib
 from collections.abc import Callable
 from typing import Protocol as Interface
 from typing import cast
@@ -39,18 +40,22 @@ from wsproto.utilities import RemoteProtocolError
 
 from .config import Config
 from .exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
-from .extensions import BoundedDeflate, SizeLimit
+from .extensions import COMPRESSION_LEVEL, BoundedDeflate, SizeLimit
 from .http import HTTPError, Request, Response, error_response, parse_request
 
-__all__ = ["Protocol", "Receiver", "State"]
+__all__ = ["PLAIN", "Protocol", "Receiver", "State", "encode_frame", "encode_frame_as"]
 
 log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
 _pack_short = struct.Struct("!BBH").pack
 _pack_long = struct.Struct("!BBQ").pack
+_unpack_short = struct.Struct("!H").unpack_from
+_unpack_long = struct.Struct("!Q").unpack_from
 _OP_TEXT, _OP_BINARY = 0x1, 0x2
 _MAX_REJECT_BODY = 2**16
+#: The frame format of a connection without compression (see :attr:`Protocol.frame_format`).
+PLAIN = 0
 
 
 class State(enum.IntEnum):
@@ -92,6 +97,58 @@ def encode_frame(data: str | bytes, fin: bool = True, opcode: int | None = None)
     return frame_header(len(payload), op | 0x80 if fin else op) + payload
 
 
+def encode_frame_as(data: str | bytes, frame_format: int) -> bytes:
+    """Return a final data frame carrying ``data`` in ``frame_format``.
+
+    :data:`PLAIN` (0) is :func:`encode_frame`; a positive number is a frame compressed
+    with permessage-deflate (RFC 7692 §7.2.1) at that window size and without context,
+    valid on every connection that agreed on ``server_no_context_takeover``.
+    """
+    if frame_format == PLAIN:
+        return encode_frame(data)
+    if isinstance(data, str):
+        payload, op = data.encode(), _OP_TEXT
+    else:
+        payload, op = bytes(data), _OP_BINARY
+    compressor = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, -frame_format)
+    body = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    body = body[:-4]  # the empty block's 00 00 ff ff tail (RFC 7692 §7.2.1)
+    return frame_header(len(body), 0xC0 | op) + body
+
+
+_XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """Return ``payload`` XORed with the 4-byte masking key ``mask`` (RFC 6455 §5.3)."""
+    size = len(payload)
+    if size <= 1024:
+        key = int.from_bytes((mask * (size // 4 + 1))[:size], "little")
+        return (int.from_bytes(payload, "little") ^ key).to_bytes(size, "little")
+    data = bytearray(payload)
+    for lane in range(4):
+        data[lane::4] = data[lane::4].translate(_XOR_TABLES[mask[lane]])
+    return bytes(data)
+
+
+def _wsproto_idle(conn: Connection) -> bool:
+    """True when wsproto holds no partial frame or message, so the fast path may read.
+
+    This looks inside wsproto 1.x; if its insides change, the answer is False and every
+    frame simply goes through wsproto.
+    """
+    try:
+        proto = conn._proto
+        decoder = proto._frame_decoder
+        return (
+            decoder.header is None
+            and not len(decoder.buffer)
+            and proto._message_decoder.opcode is None
+        )
+    except AttributeError:
+        return False
+
+
 def frame_header(length: int, first: int) -> bytes:
     """Return the header of an unmasked frame whose first byte is ``first``."""
     if length < 126:
@@ -115,12 +172,21 @@ class Protocol(asyncio.Protocol):
         "_discard",
         "_drain_waiters",
         "_fast",
+        "_format",
+        "_fragmenting",
         "_handshake",
         "_head",
+        "_max_size",
+        "_need",
         "_on_lost",
         "_on_request",
         "_opened",
+        "_outbox",
+        "_outbox_size",
         "_pings",
+        "_quick",
+        "_quick_ok",
+        "_rbuf",
         "_reading_paused",
         "_reject",
         "_timer",
@@ -176,7 +242,16 @@ class Protocol(asyncio.Protocol):
         self._write_paused = False
         self._discard = False
         self._fast = False
+        self._format: int | None = None
+        self._outbox: list[bytes] | None = None
+        self._outbox_size = 0
+        self._fragmenting = False
         self._activity = True
+        self._quick = False
+        self._quick_ok = False
+        self._rbuf = bytearray()
+        self._need = 0
+        self._max_size = config.max_size if config.max_size is not None else 2**63
 
     # ----------------------------------------------------------------- transport events
 
@@ -195,6 +270,12 @@ class Protocol(asyncio.Protocol):
         if self._discard or conn.state is ConnectionState.CLOSED:
             return
         self._activity = True
+        if self._quick:
+            rest = self._read_frames(data)
+            if rest is None:
+                return
+            data = rest
+            self._quick = False
         conn.receive_data(data)
         receiver = self.receiver
         assert receiver is not None
@@ -210,6 +291,75 @@ class Protocol(asyncio.Protocol):
             elif kind is CloseConnection:
                 self._close_received(event)  # type: ignore[arg-type]
                 return
+        self._quick = self._quick_ok and _wsproto_idle(conn)
+
+    def _read_frames(self, data: bytes) -> bytes | None:
+        """Take the complete, final, uncompressed text and binary frames at the front.
+
+        This is the hot path: it does what wsproto would do for these frames (the same
+        checks: FIN, no reserved bits, masking by role, minimal length encoding,
+        ``max_size``, strict UTF-8) without its per-frame machinery. It stops at the
+        first frame it does not take — a control frame, a fragment, anything odd — and
+        returns the bytes from there on, for wsproto. A partial frame waits in a buffer
+        of at most ``max_size`` bytes. Returns ``None`` when nothing is left for wsproto.
+        """
+        buffer = self._rbuf
+        if buffer:
+            buffer += data
+            if len(buffer) < self._need:
+                return None
+            data = bytes(buffer)
+            buffer.clear()
+        receive = self.receiver._receive  # type: ignore[union-attr]
+        masked = 0 if self.client else 0x80
+        limit = self._max_size
+        size = len(data)
+        pos = 0
+        self._need = 0
+        while size - pos >= 2:
+            first = data[pos]
+            second = data[pos + 1]
+            if (first != 0x81 and first != 0x82) or second & 0x80 != masked:
+                return data[pos:]
+            length = second & 0x7F
+            start = pos + 2
+            if length >= 126:
+                if length == 126:
+                    start += 2
+                    if size < start:
+                        break
+                    (length,) = _unpack_short(data, pos + 2)
+                    if length < 126:
+                        return data[pos:]
+                else:
+                    start += 8
+                    if size < start:
+                        break
+                    (length,) = _unpack_long(data, pos + 2)
+                    if length < 65536 or length >> 63:
+                        return data[pos:]
+            if length > limit:
+                return data[pos:]
+            if masked:
+                start += 4
+            end = start + length
+            if end > size:
+                self._need = end - pos
+                break
+            payload = (
+                unmask(data[start:end], data[start - 4 : start]) if masked else data[start:end]
+            )
+            if first == 0x81:
+                try:
+                    receive(payload.decode(), True)
+                except UnicodeDecodeError:
+                    return data[pos:]  # wsproto fails it with 1007
+            else:
+                receive(payload, True)
+            pos = end
+        if pos < size:
+            self._rbuf += data[pos:] if pos else data
+        return None
 
     def eof_received(self) -> bool | None:
         # A half-closed peer sends nothing more; close our side too (RFC 6455 §7.1.1).
@@ -226,6 +376,8 @@ class Protocol(asyncio.Protocol):
         self._fail_pings()
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
+        self._outbox = None
+        self._outbox_size = 0
         if self._on_lost is not None:
             self._on_lost(self)
         for callback in self._callbacks or ():
@@ -305,7 +457,9 @@ class Protocol(asyncio.Protocol):
         assert isinstance(request, WSRequest)
         offered: list[Extension] = []
         if self.config.compression:
-            offered.append(BoundedDeflate(self.config.max_size))
+            no_context = self.config.server_no_context_takeover
+            deflate = BoundedDeflate(self.config.max_size, server_no_context_takeover=no_context)
+            offered.append(deflate)
         extra = [(name.encode(), value.encode()) for name, value in headers]
         event = AcceptConnection(subprotocol=subprotocol, extensions=offered, extra_headers=extra)
         self._write(handshake.send(event))
@@ -336,6 +490,8 @@ class Protocol(asyncio.Protocol):
         kind = ConnectionType.CLIENT if self.client else ConnectionType.SERVER
         self._conn = Connection(kind, extensions)
         self._fast = not self.client and not any(isinstance(e, BoundedDeflate) for e in extensions)
+        self._format = _frame_format(self.client, extensions)
+        self._quick_ok = self._quick = not any(isinstance(e, BoundedDeflate) for e in extensions)
         self._cancel_timer()
         self.state = State.OPEN
         if self._opened is not None and not self._opened.done():
@@ -362,7 +518,11 @@ class Protocol(asyncio.Protocol):
         self._handshake = H11Handshake(ConnectionType.CLIENT)
         offered: list[Extension] = []
         if self.config.compression:
-            offered.append(BoundedDeflate(self.config.max_size, client_max_window_bits=None))
+            # Offering client_no_context_takeover lets a server that asks for it (to
+            # free its inflater between messages) accept; RFC 7692 §7.1.1.2 makes the
+            # offer a promise, which BoundedDeflate keeps.
+            deflate = BoundedDeflate(self.config.max_size, client_no_context_takeover=True)
+            offered.append(deflate)
         extra = [(name.encode(), value.encode()) for name, value in headers]
         request = WSRequest(
             host=host,
@@ -445,7 +605,13 @@ class Protocol(asyncio.Protocol):
     # ---------------------------------------------------------------------- sending
 
     def send_data(self, data: str | bytes, fin: bool = True, opcode: int | None = None) -> None:
-        """Write one data frame; ``opcode`` 0 sends a continuation frame."""
+        """Write one data frame; ``opcode`` 0 sends a continuation frame.
+
+        Frames queued with :meth:`queue_frame` go first; those queued while a
+        fragmented message is being sent wait until its last fragment.
+        """
+        if self._outbox is not None and not self._fragmenting:
+            self.flush()
         if self._fast:
             if isinstance(data, str):
                 payload = data.encode()
@@ -461,7 +627,13 @@ class Protocol(asyncio.Protocol):
             else:
                 transport.write(header)
                 transport.write(payload)
-            return
+        else:
+            self._send_event(data, fin)
+        self._fragmenting = not fin
+        if fin and self._outbox is not None:
+            self.flush()
+
+    def _send_event(self, data: str | bytes, fin: bool) -> None:
         conn = self._conn
         assert conn is not None
         event: TextMessage | BytesMessage
@@ -473,8 +645,47 @@ class Protocol(asyncio.Protocol):
 
     def write_frame(self, frame: bytes) -> None:
         """Write a frame encoded elsewhere (a broadcast encoded once for many connections)."""
+        if self._outbox is not None or self._fragmenting:
+            self.queue_frame(frame)
+            self.flush()
+            return
         assert self.transport is not None
         self.transport.write(frame)
+
+    def queue_frame(self, frame: bytes) -> bool:
+        """Queue a complete frame encoded elsewhere; :meth:`flush` writes the queue at once.
+
+        Many small frames queued in one loop turn thus become one ``transport.write``.
+        Returns True when the queue was empty (the caller should arrange a flush).
+        """
+        outbox = self._outbox
+        self._outbox_size += len(frame)
+        if outbox is None:
+            self._outbox = [frame]
+            return True
+        outbox.append(frame)
+        return False
+
+    def flush(self) -> None:
+        """Write the queued frames in one write, unless a fragmented message is under way."""
+        outbox = self._outbox
+        if outbox is None or self._fragmenting:
+            return
+        self._outbox = None
+        self._outbox_size = 0
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
+
+    @property
+    def frame_format(self) -> int | None:
+        """Which shared frames are valid here: :data:`PLAIN`, a deflate window, or None.
+
+        ``None`` means frames must be built for this connection alone (a client, or
+        compression that keeps its context between messages).
+        """
+        return self._format
 
     @property
     def shares_frames(self) -> bool:
@@ -487,8 +698,9 @@ class Protocol(asyncio.Protocol):
         return self._write_paused
 
     def write_buffer_size(self) -> int:
-        """Return the bytes waiting in the transport's write buffer."""
-        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+        """Return the bytes waiting to be written: the transport's buffer and the queue."""
+        queued = self._outbox_size
+        return queued + self.transport.get_write_buffer_size() if self.transport else queued
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its low-water mark.
@@ -516,6 +728,8 @@ class Protocol(asyncio.Protocol):
                     waiter.set_result(None)
 
     def _write(self, data: bytes) -> None:
+        if self._outbox is not None and not self._fragmenting:
+            self.flush()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
@@ -698,3 +912,14 @@ class Protocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _frame_format(client: bool, extensions: list[Extension]) -> int | None:
+    if client:
+        return None
+    for extension in extensions:
+        if isinstance(extension, BoundedDeflate):
+            if extension.server_no_context_takeover:
+                return extension.server_max_window_bits
+            return None
+    return PLAIN

@@ -92,15 +92,8 @@ class Server:
         elif sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
             server = await self._loop.create_unix_server(factory, sock=sock, ssl=ssl)
         else:
-            server = await self._loop.create_server(
-                factory,
-                host,
-                port,
-                ssl=ssl,
-                sock=sock,
-                reuse_port=reuse_port,
-                backlog=backlog,  # type: ignore[arg-type, misc]
-            )
+            options: dict[str, Any] = {"ssl": ssl, "sock": sock, "reuse_port": reuse_port}
+            server = await self._loop.create_server(factory, host, port, backlog=backlog, **options)
         self._servers.append(server)
 
     @property

@@ -12,10 +12,10 @@ class Broadcast:
     """Relay each message, unchanged, to every connected client through one hub."""
 
     def __init__(self, hub: Hub | None = None) -> None:
-        self.hub = hub if hub is not None else Hub()
+        self.hub = hub if hub is not None else Hub(name="broadcast")
 
     async def handler(self, ws: WebSocket) -> None:
         """Join the hub and relay every message this client sends."""
-        self.hub.join(ws)
-        async for message in ws:
-            self.hub.broadcast(message)
+        async with self.hub.joined(ws):
+            async for message in ws:
+                self.hub.broadcast(message)

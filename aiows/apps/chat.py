@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from ..connection import WebSocket
 from ..http import Request, Response, error_response
-from ..hub import Hub
+from ..hub import Hub, Presence
 from . import App
 
 __all__ = ["Chat"]
@@ -29,7 +29,9 @@ class Chat:
     """One chat room: its hub, its page, and its guest names."""
 
     def __init__(self, origins: Sequence[str] | None = None, hub: Hub | None = None) -> None:
-        self.hub = hub if hub is not None else Hub()
+        self.hub = hub if hub is not None else Hub(name="chat")
+        self.hub.subscribe(self._presence)
+        self._names: dict[WebSocket, str] = {}
         self._origins = None if origins is None else set(origins)
         self._numbers = itertools.count(1)
         self._page = resources.files(__package__).joinpath("chat.html").read_bytes()
@@ -58,20 +60,25 @@ class Chat:
         return urlsplit(origin).netloc.lower() == host
 
     async def handler(self, ws: WebSocket) -> None:
-        """Announce the guest, relay their messages to the room, announce their leaving."""
-        name = f"guest-{next(self._numbers)}"
-        self.hub.join(ws, ROOM)
-        self._announce("join", name)
+        """Join the room (announced), relay the guest's messages to it, then leave it."""
+        name = self._names[ws] = f"guest-{next(self._numbers)}"
         try:
-            async for message in ws:
-                if isinstance(message, str):
-                    self._send({"type": "message", "from": name, "text": message})
+            async with self.hub.joined(ws, ROOM):
+                async for message in ws:
+                    if isinstance(message, str):
+                        self._send({"type": "message", "from": name, "text": message})
         finally:
-            self.hub.remove(ws)
-            self._announce("leave", name)
+            self._names.pop(ws, None)
 
-    def _announce(self, kind: str, name: str) -> None:
-        self._send({"type": kind, "name": name, "count": self.hub.count(ROOM)})
+    def _presence(self, event: Presence) -> None:
+        # Joins and leaves come from the hub, so a guest whose connection drops is
+        # announced as gone even if the handler never gets to run its cleanup.
+        if event.group != ROOM:
+            return
+        name = self._names.get(event.ws, "guest")
+        if event.kind == "leave":
+            self._names.pop(event.ws, None)
+        self._send({"type": event.kind, "name": name, "count": event.count})
 
     def _send(self, payload: dict[str, object]) -> None:
         self.hub.broadcast(json.dumps(payload, ensure_ascii=False), ROOM)

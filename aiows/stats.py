@@ -1,0 +1,184 @@
+"""What the hubs of a process have done: counters, a log line, Prometheus text.
+
+:meth:`aiows.Hub.stats` returns a :class:`HubStats`. :func:`log_every` logs every
+hub's stats on an interval (``python -m aiows serve --stats-interval S``) and
+:func:`metrics_hook` serves them in the Prometheus text format on ``GET /metrics``
+(``--metrics``; needs the ``prometheus-client`` package, the ``aiows[metrics]`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from .http import Request, Response
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .server import ProcessRequest
+
+__all__ = ["HubStats", "log_every", "metrics_hook", "percentile", "render_metrics"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HubStats:
+    """A snapshot of one hub's counters. Counters only grow; the rest is the present.
+
+    ``messages_sent`` and ``bytes_sent`` count each member reached (a broadcast to 10
+    members is 10 messages); ``frames_encoded`` counts frames built for sharing;
+    latencies are seconds over the members' latest ping round trips (``None`` before
+    any pong).
+    """
+
+    name: str
+    connections: int
+    groups: int
+    broadcasts: int
+    messages_sent: int
+    bytes_sent: int
+    frames_encoded: int
+    messages_dropped: int
+    closed_slow: int
+    latency_p50: float | None
+    latency_p90: float | None
+    latency_p99: float | None
+
+    def format(self) -> str:
+        """Return the stats as one log line of ``key=value`` pairs."""
+        parts = []
+        for key, value in asdict(self).items():
+            if isinstance(value, float):
+                value = f"{value * 1000:.1f}ms"
+            parts.append(f"{key}={value}")
+        return " ".join(parts)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Return the nearest-rank percentile of sorted ``values`` (``None`` when empty).
+
+    >>> percentile([1.0, 2.0, 3.0, 4.0], 0.5)
+    2.0
+    """
+    if not values:
+        return None
+    rank = max(1, math.ceil(fraction * len(values)))
+    return values[min(rank, len(values)) - 1]
+
+
+def _hubs(hubs: Iterable[Hub] | None) -> list[Hub]:
+    if hubs is not None:
+        return list(hubs)
+    from .hub import Hub
+
+    return Hub.instances()
+
+
+async def log_every(interval: float, hubs: Iterable[Hub] | None = None) -> None:
+    """Log the stats of ``hubs`` (default: every live hub) every ``interval`` seconds.
+
+    Runs until cancelled.
+    """
+    while True:
+        await asyncio.sleep(interval)
+        for hub in _hubs(hubs):
+            log.info("stats %s", hub.stats().format())
+
+
+# ------------------------------------------------------------------------- Prometheus
+
+_COUNTERS = {
+    "broadcasts": "Broadcasts made",
+    "messages_sent": "Messages written to members (one per member reached)",
+    "bytes_sent": "Frame bytes written to members",
+    "frames_encoded": "Frames encoded for sharing among members",
+    "messages_dropped": "Messages the drop policy skipped for slow members",
+    "closed_slow": "Connections closed for being slow consumers",
+}
+_GAUGES = {
+    "connections": "Connections in the hub",
+    "groups": "Groups with at least one member",
+}
+
+
+def render_metrics(hubs: Iterable[Hub] | None = None) -> tuple[bytes, str]:
+    """Return the stats of ``hubs`` (default: every live hub) as Prometheus text.
+
+    Returns ``(body, content_type)``. Raises ``ImportError`` when ``prometheus-client``
+    is not installed.
+    """
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+    snapshots = [hub.stats() for hub in _hubs(hubs)]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(snapshots))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Collector:
+    def __init__(self, snapshots: list[HubStats]) -> None:
+        self._snapshots = snapshots
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        for key, text in _COUNTERS.items():
+            counter = CounterMetricFamily(f"aiows_hub_{key}", text, labels=["hub"])
+            for snap in self._snapshots:
+                counter.add_metric([snap.name], getattr(snap, key))
+            yield counter
+        for key, text in _GAUGES.items():
+            gauge = GaugeMetricFamily(f"aiows_hub_{key}", text, labels=["hub"])
+            for snap in self._snapshots:
+                gauge.add_metric([snap.name], getattr(snap, key))
+            yield gauge
+        latency = GaugeMetricFamily(
+            "aiows_hub_ping_latency_seconds",
+            "Ping round trip of the hub's members, by quantile",
+            labels=["hub", "quantile"],
+        )
+        for snap in self._snapshots:
+            for quantile, value in (
+                ("0.5", snap.latency_p50),
+                ("0.9", snap.latency_p90),
+                ("0.99", snap.latency_p99),
+            ):
+                if value is not None:
+                    latency.add_metric([snap.name, quantile], value)
+        yield latency
+
+
+def metrics_hook(
+    inner: ProcessRequest | None = None,
+    path: str = "/metrics",
+    hubs: Iterable[Hub] | None = None,
+) -> ProcessRequest:
+    """Return a ``process_request`` hook that answers ``GET path`` with Prometheus text.
+
+    Other requests go to ``inner`` (if any). Use it as
+    ``serve(handler, ..., process_request=metrics_hook())``. Raises ``ImportError`` at
+    once when ``prometheus-client`` is not installed.
+    """
+    import prometheus_client  # noqa: F401  (fail now, not on the first scrape)
+
+    chosen = None if hubs is None else list(hubs)
+
+    async def hook(request: Request) -> Response | None:
+        if not request.is_upgrade and request.path == path and request.method in ("GET", "HEAD"):
+            body, content_type = render_metrics(chosen)
+            return Response(200, body, content_type=content_type)
+        if inner is None:
+            return None
+        answer = inner(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return answer
+
+    return hook

@@ -1,0 +1,194 @@
+"""Keepalive on one timer: a blocked app is not a dead peer; a silent peer is closed 1011."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import websockets
+from conftest import TIMEOUT, running, url
+from hubtools import RawClient, wait_for
+
+import aiows
+from aiows.heartbeat import Heartbeat
+from aiows.protocol import Protocol
+
+
+async def wait_ticks(heartbeat: Heartbeat, n: int) -> None:
+    """Wait until the heartbeat has made ``n`` more passes over its connections."""
+    target = heartbeat.ticks + n
+    await wait_for(lambda: heartbeat.ticks >= target, timeout=TIMEOUT * 3)
+
+
+async def test_blocked_handler_with_healthy_client_is_not_closed() -> None:
+    release = asyncio.Event()
+    served: list[aiows.WebSocket] = []
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        served.append(ws)
+        await release.wait()  # the app is busy: it reads nothing
+        got = [await ws.recv() for _ in range(10)]
+        await ws.send(",".join(str(m) for m in got))
+        await ws.wait_closed()
+
+    async with running(handler, ping_interval=0.1, ping_timeout=0.2, max_queue=2) as server:
+        heartbeat = server.heartbeat
+        assert heartbeat is not None
+        async with websockets.connect(url(server), ping_interval=None) as client:
+            for i in range(10):
+                await client.send(str(i))
+            await wait_for(lambda: bool(served) and served[0].protocol.reading_paused)
+            # Many ping intervals and timeouts pass while we do not read its pongs.
+            await wait_ticks(heartbeat, 30)
+            ws = served[0]
+            assert ws.state is aiows.State.OPEN
+            assert ws.protocol.reading_paused
+            release.set()
+            answer = await asyncio.wait_for(client.recv(), TIMEOUT)
+            assert answer == ",".join(str(i) for i in range(10))
+            # Reading again, it answers pings: it has a latency now.
+            await wait_for(lambda: ws.latency > 0)
+            assert heartbeat.timed_out == 0
+
+
+async def test_client_that_stops_answering_pings_is_closed_with_1011() -> None:
+    hub = aiows.Hub()
+    served: list[aiows.WebSocket] = []
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        served.append(ws)
+        hub.join(ws, "room")
+        for i in range(3):
+            await ws.send(f"m{i}")
+        await ws.wait_closed()
+
+    async with running(handler, ping_interval=0.1, ping_timeout=0.3, close_timeout=1) as server:
+        raw = await RawClient.connect(server)  # reads, but never answers a ping
+        await wait_for(lambda: hub.count("room") == 1)
+        frames = []
+        while True:
+            frame = await raw.frame()
+            frames.append(frame)
+            if frame.opcode == 0x8:
+                break
+        data = [f.payload for f in frames if f.opcode == 0x1]
+        assert data == [b"m0", b"m1", b"m2"]  # what was buffered came first
+        assert any(f.opcode == 0x9 for f in frames)  # it was pinged
+        assert frames[-1].close_code == 1011
+        await asyncio.wait_for(served[0].wait_closed(), TIMEOUT)
+        assert hub.count() == 0
+        heartbeat = server.heartbeat
+        assert heartbeat is not None and heartbeat.timed_out == 1
+        raw.close()
+
+
+async def test_buffered_broadcast_goes_out_before_the_close() -> None:
+    hub = aiows.Hub()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        hub.join(ws)
+        await ws.wait_closed()
+
+    async with running(handler) as server:
+        raw = await RawClient.connect(server)
+        await wait_for(lambda: hub.count() == 1)
+        (member,) = hub.members()
+        hub.broadcast("one")
+        hub.broadcast("two")
+        member.protocol.close(1011, "going")  # same loop turn: the frames are queued
+        frames = [await raw.frame() for _ in range(3)]
+        assert [(f.opcode, f.payload[:3]) for f in frames[:2]] == [(1, b"one"), (1, b"two")]
+        assert frames[2].opcode == 0x8 and frames[2].close_code == 1011
+        raw.close()
+
+
+async def test_latency_is_measured_and_reaches_hub_stats() -> None:
+    hub = aiows.Hub()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        async with hub.joined(ws):
+            async for _ in ws:
+                pass
+
+    async with running(handler, ping_interval=0.05, ping_timeout=5) as server:
+        clients = [await websockets.connect(url(server), ping_interval=None) for _ in range(4)]
+        await wait_for(lambda: hub.count() == 4 and all(m.latency > 0 for m in hub.members()))
+        stats = hub.stats()
+        assert stats.latency_p50 is not None and stats.latency_p99 is not None
+        assert 0 < stats.latency_p50 <= stats.latency_p99 < TIMEOUT
+        for c in clients:
+            await c.close()
+
+
+CLIENTS = """
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+request = (
+    "GET / HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n"
+).encode()
+socks = []
+for _ in range(count):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(request)
+    socks.append(s)
+print("connected", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
+async def test_ten_thousand_connections_one_timer(python_env: Callable[[], dict[str, str]]) -> None:
+    count = int(os.environ.get("AIOWS_TEST_CONNECTIONS", 10_000))
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        await ws.wait_closed()
+
+    async with running(handler, ping_interval=0.5, ping_timeout=30, close_timeout=1) as server:
+        heartbeat = server.heartbeat
+        assert heartbeat is not None
+        # The clients live in another process: each process may hold 20,000 files.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            textwrap.dedent(CLIENTS),
+            str(server.port),
+            str(count),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=python_env(),
+        )
+        try:
+            await wait_for(lambda: len(heartbeat) == count, timeout=TIMEOUT * 12, step=0.1)
+            loop = asyncio.get_running_loop()
+            timers: list[Any] = []
+            call_later = loop.call_later
+
+            def counting_call_later(*args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+                timers.append(args[1])
+                return call_later(*args, **kwargs)
+
+            loop.call_later = counting_call_later  # type: ignore[method-assign]
+            try:
+                ticks = heartbeat.ticks
+                # Every connection is pinged (none answers: they stay silent, not dead yet).
+                await wait_for(lambda: heartbeat.pings_sent >= count, timeout=TIMEOUT * 6)
+                await wait_ticks(heartbeat, 2)
+            finally:
+                loop.call_later = call_later  # type: ignore[method-assign]
+            passes = heartbeat.ticks - ticks
+            owners = [getattr(callback, "__self__", None) for callback in timers]
+            # One timer: each pass schedules the next; no connection has a timer of its own.
+            assert sum(owner is heartbeat for owner in owners) <= passes + 1
+            assert not any(isinstance(owner, Protocol) for owner in owners)
+            assert heartbeat.running and len(heartbeat) == count
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            await asyncio.wait_for(proc.wait(), TIMEOUT * 3)
