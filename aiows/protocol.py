@@ -54,6 +54,8 @@ _unpack_short = struct.Struct("!H").unpack_from
 _unpack_long = struct.Struct("!Q").unpack_from
 _OP_TEXT, _OP_BINARY = 0x1, 0x2
 _MAX_REJECT_BODY = 2**16
+#: Frames smaller than this wait for the end of the loop turn to be written together.
+_COALESCE = 16384
 #: The frame format of a connection without compression (see :attr:`Protocol.frame_format`).
 PLAIN = 0
 
@@ -119,7 +121,7 @@ def encode_frame_as(data: str | bytes, frame_format: int) -> bytes:
 _XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
 
 
-def unmask(payload: bytes, mask: bytes) -> bytes:
+def unmask(payload: bytes | memoryview, mask: bytes) -> bytes:
     """Return ``payload`` XORed with the 4-byte masking key ``mask`` (RFC 6455 §5.3)."""
     size = len(payload)
     if size <= 1024:
@@ -147,6 +149,17 @@ def _wsproto_idle(conn: Connection) -> bool:
         )
     except AttributeError:
         return False
+
+
+def _slim(conn: Connection) -> None:
+    """Drop wsproto's per-connection event deque (about 600 bytes), which stays empty.
+
+    wsproto only fills it when ``receive_data(None)`` reports a lost connection, which
+    aiows never calls; ``events()`` reads it as "anything queued?", and an empty tuple
+    answers no. Saves memory on every idle connection.
+    """
+    if hasattr(conn, "_events"):
+        conn._events = ()  # type: ignore[assignment]
 
 
 def frame_header(length: int, first: int) -> bytes:
@@ -293,7 +306,7 @@ class Protocol(asyncio.Protocol):
                 return
         self._quick = self._quick_ok and _wsproto_idle(conn)
 
-    def _read_frames(self, data: bytes) -> bytes | None:
+    def _read_frames(self, data: bytes | bytearray) -> bytes | None:
         """Take the complete, final, uncompressed text and binary frames at the front.
 
         This is the hot path: it does what wsproto would do for these frames (the same
@@ -308,19 +321,20 @@ class Protocol(asyncio.Protocol):
             buffer += data
             if len(buffer) < self._need:
                 return None
-            data = bytes(buffer)
-            buffer.clear()
+            data = buffer  # parsed in place: no copy of a large partial frame
         receive = self.receiver._receive  # type: ignore[union-attr]
         masked = 0 if self.client else 0x80
         limit = self._max_size
         size = len(data)
         pos = 0
         self._need = 0
+        rest: bytes | None = None
         while size - pos >= 2:
             first = data[pos]
             second = data[pos + 1]
             if (first != 0x81 and first != 0x82) or second & 0x80 != masked:
-                return data[pos:]
+                rest = bytes(data[pos:])
+                break
             length = second & 0x7F
             start = pos + 2
             if length >= 126:
@@ -330,36 +344,47 @@ class Protocol(asyncio.Protocol):
                         break
                     (length,) = _unpack_short(data, pos + 2)
                     if length < 126:
-                        return data[pos:]
+                        rest = bytes(data[pos:])
+                        break
                 else:
                     start += 8
                     if size < start:
                         break
                     (length,) = _unpack_long(data, pos + 2)
                     if length < 65536 or length >> 63:
-                        return data[pos:]
+                        rest = bytes(data[pos:])
+                        break
             if length > limit:
-                return data[pos:]
+                rest = bytes(data[pos:])
+                break
             if masked:
                 start += 4
             end = start + length
             if end > size:
                 self._need = end - pos
                 break
-            payload = (
-                unmask(data[start:end], data[start - 4 : start]) if masked else data[start:end]
-            )
+            # A large payload is viewed in place and copied once, by unmask or bytes().
+            view = memoryview(data)[start:end]
+            payload = unmask(view, bytes(data[start - 4 : start])) if masked else bytes(view)
+            del view  # the buffer may be resized below
             if first == 0x81:
                 try:
-                    receive(payload.decode(), True)
+                    text = payload.decode()
                 except UnicodeDecodeError:
-                    return data[pos:]  # wsproto fails it with 1007
+                    rest = bytes(data[pos:])  # wsproto fails it with 1007
+                    break
+                receive(text, True)
             else:
                 receive(payload, True)
             pos = end
-        if pos < size:
-            self._rbuf += data[pos:] if pos else data
-        return None
+        if data is buffer:
+            if rest is not None:
+                buffer.clear()
+            else:
+                del buffer[:pos]
+        elif rest is None and pos < size:
+            buffer += memoryview(data)[pos:]
+        return rest
 
     def eof_received(self) -> bool | None:
         # A half-closed peer sends nothing more; close our side too (RFC 6455 §7.1.1).
@@ -489,6 +514,8 @@ class Protocol(asyncio.Protocol):
             extensions = [SizeLimit(self.config.max_size), *extensions]
         kind = ConnectionType.CLIENT if self.client else ConnectionType.SERVER
         self._conn = Connection(kind, extensions)
+        _slim(self._conn)
+        self._head = self._trailing = b""  # the handshake's bytes are no longer needed
         self._fast = not self.client and not any(isinstance(e, BoundedDeflate) for e in extensions)
         self._format = _frame_format(self.client, extensions)
         self._quick_ok = self._quick = not any(isinstance(e, BoundedDeflate) for e in extensions)
@@ -607,11 +634,11 @@ class Protocol(asyncio.Protocol):
     def send_data(self, data: str | bytes, fin: bool = True, opcode: int | None = None) -> None:
         """Write one data frame; ``opcode`` 0 sends a continuation frame.
 
-        Frames queued with :meth:`queue_frame` go first; those queued while a
-        fragmented message is being sent wait until its last fragment.
+        Small final frames wait in the outbox until the end of the loop turn, so that
+        many of them become one write. Frames queued with :meth:`queue_frame` go
+        first; those queued while a fragmented message is being sent wait until its
+        last fragment.
         """
-        if self._outbox is not None and not self._fragmenting:
-            self.flush()
         if self._fast:
             if isinstance(data, str):
                 payload = data.encode()
@@ -620,20 +647,33 @@ class Protocol(asyncio.Protocol):
                 payload = data
                 op = _OP_BINARY if opcode is None else opcode
             header = frame_header(len(payload), op | 0x80 if fin else op)
-            transport = self.transport
-            assert transport is not None
-            if len(payload) < 4096:
-                transport.write(header + payload)
-            else:
-                transport.write(header)
-                transport.write(payload)
+            if len(payload) >= _COALESCE or not fin or self._fragmenting:
+                self._write_now(header, payload, fin)
+                return
+            frame = header + payload
         else:
-            self._send_event(data, fin)
+            frame = self._encode_event(data, fin)
+            if len(frame) >= _COALESCE or not fin or self._fragmenting:
+                self._write_now(frame, b"", fin)
+                return
+        if self.queue_frame(frame):
+            self.loop.call_soon(self.flush)
+        elif self._outbox_size >= _COALESCE:
+            self.flush()
+
+    def _write_now(self, head: bytes, body: bytes, fin: bool) -> None:
+        if self._outbox is not None and not self._fragmenting:
+            self.flush()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(head)
+            if body:
+                transport.write(body)
         self._fragmenting = not fin
         if fin and self._outbox is not None:
             self.flush()
 
-    def _send_event(self, data: str | bytes, fin: bool) -> None:
+    def _encode_event(self, data: str | bytes, fin: bool) -> bytes:
         conn = self._conn
         assert conn is not None
         event: TextMessage | BytesMessage
@@ -641,7 +681,7 @@ class Protocol(asyncio.Protocol):
             event = TextMessage(data=data, message_finished=fin)
         else:
             event = BytesMessage(data=data, message_finished=fin)
-        self._write(conn.send(event))
+        return conn.send(event)
 
     def write_frame(self, frame: bytes) -> None:
         """Write a frame encoded elsewhere (a broadcast encoded once for many connections)."""

@@ -359,3 +359,45 @@ def test_valid_then_corrupted_frames(
     if close_at >= 0 and len(written) >= close_at + 4 and written[close_at + 1] >= 2:
         (code,) = struct.unpack("!H", written[close_at + 2 : close_at + 4])
         assert code in (1000, 1001, 1002, 1007, 1009, 1011) or 3000 <= code < 5000
+
+
+_message = st.one_of(
+    st.text(max_size=1500),
+    st.binary(max_size=70000).map(bytes),
+)
+
+
+def _encode(message: str | bytes, how: int) -> bytes:
+    """Encode as one frame (0), as three fragments (1), or after a ping (2)."""
+    opcode = 0x1 if isinstance(message, str) else 0x2
+    payload = message.encode() if isinstance(message, str) else message
+    if how == 1 and len(payload) >= 3:
+        third = len(payload) // 3
+        return (
+            frame(payload[:third], opcode=opcode, fin=False)
+            + frame(payload[third : 2 * third], opcode=0x0, fin=False)
+            + frame(payload[2 * third :], opcode=0x0)
+        )
+    if how == 2:
+        return frame(b"p", opcode=0x9) + frame(payload, opcode=opcode)
+    return frame(payload, opcode=opcode)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(_message, st.integers(0, 2)), max_size=8),
+    st.lists(st.integers(0, 300000), max_size=10),
+)
+def test_any_split_delivers_every_message_in_order(
+    messages: list[tuple[str | bytes, int]], cuts: list[int]
+) -> None:
+    stream = b"".join(_encode(message, how) for message, how in messages)
+
+    async def run() -> list[aiows.Message]:
+        protocol, _, accepted = server_pair(aiows.Config(max_queue=1000))
+        for chunk in _split(_HANDSHAKE + stream, cuts):
+            protocol.data_received(chunk)
+        (ws,) = accepted
+        return [await ws.recv() for _ in messages]
+
+    assert asyncio.run(run()) == [message for message, _ in messages]
