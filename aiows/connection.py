@@ -52,7 +52,7 @@ class WebSocket:
         self._protocol = protocol
         #: The HTTP request that opened the connection (server side), or ``None``.
         self.request = request
-        self._inbox: deque[Message] = deque()
+        self._inbox: deque[Message] | None = None  # made on the first message
         self._waiter: asyncio.Future[None] | None = None
         self._parts: list[Message] | None = None
         self._max_queue = protocol.config.max_queue
@@ -126,6 +126,7 @@ class WebSocket:
                 await waiter
             finally:
                 self._waiter = None
+            inbox = self._inbox
             if not inbox:
                 raise self._protocol.closed_error()
         message = inbox.popleft()
@@ -154,6 +155,8 @@ class WebSocket:
             parts, self._parts = self._parts, None
             data = "".join(parts) if isinstance(data, str) else b"".join(parts)  # type: ignore[arg-type]
         inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
         inbox.append(data)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -170,7 +173,7 @@ class WebSocket:
     @property
     def pending_messages(self) -> int:
         """The number of messages received and not yet returned by ``recv()``."""
-        return len(self._inbox)
+        return len(self._inbox) if self._inbox is not None else 0
 
     # ---------------------------------------------------------------------- sending
 
@@ -206,12 +209,17 @@ class WebSocket:
 
         Waits for the peer's close frame at most ``close_timeout`` seconds, then drops
         the TCP connection. Does nothing more if the connection is already closing.
+        Returns ``None`` and raises nothing. Safe to cancel: the closing handshake goes
+        on without the caller and the connection still ends within ``close_timeout``.
         """
         self._protocol.close(code, reason)
         await self._protocol.wait_closed()
 
     async def wait_closed(self) -> None:
-        """Wait until the connection is closed."""
+        """Wait until the TCP connection is closed; returns ``None``, raises nothing.
+
+        Safe to cancel: the connection is not affected.
+        """
         await self._protocol.wait_closed()
 
     def _not_open(self) -> Exception:

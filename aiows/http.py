@@ -8,6 +8,7 @@ wsproto validates the WebSocket upgrade.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -32,7 +33,7 @@ class Headers:
 
     def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
-        self._items: list[tuple[str, str]] = [(str(k), str(v)) for k, v in pairs]
+        self._items: tuple[tuple[str, str], ...] = tuple((str(k), str(v)) for k, v in pairs)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the first value of ``name``, or ``default``."""
@@ -164,5 +165,6 @@ def _parse_headers(lines: list[bytes]) -> Headers:
         value = value.strip(b" \t")
         if not _VALUE.fullmatch(value):
             raise HTTPError(400, "invalid header value")
-        items.append((name.decode("ascii"), value.decode("latin-1")))
+        # Names repeat on every connection: interned, they are stored once per process.
+        items.append((sys.intern(name.decode("ascii")), value.decode("latin-1")))
     return Headers(items)

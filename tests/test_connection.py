@@ -298,3 +298,46 @@ async def test_open_timeout_drops_a_silent_client() -> None:
     async with running(echo, open_timeout=0.3) as server:
         raw = await RawClient.connect(server.port)
         assert await raw.eof()
+
+
+async def test_small_sends_in_one_loop_turn_become_one_write() -> None:
+    writes: list[bytes] = []
+    done = asyncio.Event()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        transport = ws.protocol.transport
+        assert transport is not None
+        if type(transport).__module__.startswith("uvloop"):
+            done.set()  # uvloop's transports cannot be wrapped
+            return
+        write = transport.write
+
+        def counting(data: bytes) -> None:
+            writes.append(bytes(data))
+            write(data)
+
+        transport.write = counting  # type: ignore[method-assign]
+        for i in range(10):
+            await ws.send(f"m{i}")
+        await asyncio.sleep(0)
+        done.set()
+        await ws.recv()
+
+    async with running(handler) as server, websockets.connect(url(server)) as client:
+        await asyncio.wait_for(done.wait(), 10)
+        if writes:
+            assert len(writes) == 1
+            assert [await client.recv() for _ in range(10)] == [f"m{i}" for i in range(10)]
+
+
+async def test_close_frame_never_overtakes_queued_messages() -> None:
+    async def handler(ws: aiows.WebSocket) -> None:
+        for i in range(5):
+            await ws.send(f"m{i}")
+        await ws.close(4000)
+
+    async with running(handler) as server, websockets.connect(url(server)) as client:
+        assert [await client.recv() for _ in range(5)] == [f"m{i}" for i in range(5)]
+        with pytest.raises(websockets.ConnectionClosed):
+            await client.recv()
+        assert client.close_code == 4000
