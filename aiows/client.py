@@ -362,7 +362,10 @@ def _opening_error(exc: Exception, uri: WebSocketURI) -> Exception:
     if isinstance(exc, ssl_module.SSLError):
         return connect_error(f"TLS handshake with {uri.host_header} failed: {exc}", exc)
     if isinstance(exc, OSError):
-        why = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+        # errno > 0 is the system's word ("Connection refused"); resolver errors are
+        # negative and carry their own text ("Name or service not known").
+        code = exc.errno
+        why = os.strerror(code) if code and code > 0 else exc.strerror or str(exc) or repr(exc)
         return connect_error(f"cannot connect to {uri.host_header}: {why}", exc)
     return exc
 

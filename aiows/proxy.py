@@ -18,6 +18,7 @@ import ssl as ssl_module
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from typing import cast
 
 from .exceptions import AiowsError, InvalidURI
 
@@ -177,9 +178,8 @@ class _Tunnel(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.write(self._request)
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
         self.leftover += data

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import ssl as ssl_module
 import threading
@@ -196,6 +197,14 @@ class SyncWebSocket:
 
     def __repr__(self) -> str:
         return f"<SyncWebSocket #{self._ws.id} {self._ws.state.name}>"
+
+    def __del__(self) -> None:
+        # Forgotten without close(): drop the TCP connection rather than keep it open
+        # on the background loop for the life of the process.
+        ws = getattr(self, "_ws", None)
+        if ws is not None and ws.state is not State.CLOSED:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._runner.loop.call_soon_threadsafe(ws.protocol.abort)
 
 
 def create_connection(url: str, timeout: float | None = None, **options: Any) -> SyncWebSocket:

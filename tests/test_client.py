@@ -11,8 +11,10 @@ import re
 import socket
 import ssl
 import struct
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +24,7 @@ from rawclient import frame
 import aiows
 from aiows.client import is_transient, parse_uri
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 #: Reconnect quickly in tests; still exponential, still jittered.
 FAST = {"backoff_min": 0.01, "backoff_max": 0.1, "proxy": None}
@@ -51,12 +53,10 @@ class RawServer:
         #: Set when a client has closed its socket (we read EOF or a reset).
         self.client_left = asyncio.Event()
         self.received = bytearray()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._live = Live()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+        self._live.add(writer)
         self.connections += 1
         try:
             await self.respond(reader, writer, self.connections)
@@ -67,12 +67,38 @@ class RawServer:
         finally:
             self.client_left.set()
             writer.close()
-            self._tasks.discard(task)
+            self._live.done(writer)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._live.stop()
+
+
+class Live:
+    """The connections a test server still handles; :meth:`stop` ends them all.
+
+    Handler tasks of ``asyncio.start_server`` must end by themselves (cancelling one
+    makes asyncio report an error), so ``stop`` aborts their sockets and waits.
+    """
+
+    def __init__(self) -> None:
+        self._writers: dict[asyncio.StreamWriter, asyncio.Future[None]] = {}
+
+    def add(self, writer: asyncio.StreamWriter) -> None:
+        self._writers[writer] = asyncio.get_running_loop().create_future()
+
+    def also(self, writer: asyncio.StreamWriter, upstream: asyncio.StreamWriter) -> None:
+        """Abort ``upstream`` too when ``writer``'s connection is stopped."""
+        self._writers[writer].add_done_callback(lambda _: upstream.transport.abort())
+
+    def done(self, writer: asyncio.StreamWriter) -> None:
+        waiter = self._writers.get(writer)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def stop(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        await asyncio.wait_for(asyncio.gather(*self._writers.values()), TIMEOUT)
 
 
 @asynccontextmanager
@@ -449,10 +475,14 @@ async def test_wss_verifies_certificates_by_default(
     assert not is_transient(info.value)
 
 
-async def test_wss_to_a_plain_server_is_a_connect_error() -> None:
-    async with running(echo) as server:
-        with pytest.raises(aiows.ConnectError):
-            await aiows.connect(url(server, scheme="wss"), proxy=None)
+async def test_wss_to_a_plain_http_server_is_a_connect_error() -> None:
+    async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    async with raw_server(plain) as raw:
+        with pytest.raises(aiows.ConnectError, match="TLS"):
+            await aiows.connect(f"wss://127.0.0.1:{raw.port}/", proxy=None)
+        await asyncio.wait_for(raw.client_left.wait(), TIMEOUT)
 
 
 # -------------------------------------------------------------------- reconnect
@@ -623,12 +653,10 @@ class ConnectProxy:
         self.status = status
         self.requests: list[str] = []
         self.port = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._live = Live()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+        self._live.add(writer)
         try:
             head = (await read_request(reader)).decode("latin-1")
             self.requests.append(head)
@@ -637,13 +665,14 @@ class ConnectProxy:
                 return
             host, _, port = head.split()[1].rpartition(":")
             up_reader, up_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            self._live.also(writer, up_writer)
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
-            self._tasks.discard(task)
+            self._live.done(writer)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[ConnectProxy]:
@@ -653,9 +682,7 @@ class ConnectProxy:
             yield self
         finally:
             server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._live.stop()
             await server.wait_closed()
 
     @property
@@ -679,7 +706,7 @@ async def test_connect_proxy_from_the_option() -> None:
         async with aiows.connect(url(server), proxy=proxy.url) as ws:
             await ws.send("through")
             assert await ws.recv() == "through"
-    assert proxy.requests[0].startswith(f"CONNECT 127.0.0.1:{server.port} HTTP/1.1\r\n")
+        assert proxy.requests[0].startswith(f"CONNECT 127.0.0.1:{server.port} HTTP/1.1\r\n")
 
 
 async def test_connect_proxy_with_credentials() -> None:
@@ -748,12 +775,10 @@ class Socks5Proxy:
     def __init__(self) -> None:
         self.destinations: list[tuple[str, int]] = []
         self.port = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._live = Live()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+        self._live.add(writer)
         try:
             _, count = await reader.readexactly(2)
             await reader.readexactly(count)
@@ -769,13 +794,14 @@ class Socks5Proxy:
             (port,) = struct.unpack("!H", await reader.readexactly(2))
             self.destinations.append((host, port))
             up_reader, up_writer = await asyncio.open_connection(host, port)
+            self._live.also(writer, up_writer)
             writer.write(b"\x05\x00\x00\x01" + socket.inet_aton("127.0.0.1") + b"\x00\x00")
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
-            self._tasks.discard(task)
+            self._live.done(writer)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Socks5Proxy]:
@@ -785,9 +811,7 @@ class Socks5Proxy:
             yield self
         finally:
             server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._live.stop()
             await server.wait_closed()
 
 
@@ -800,4 +824,20 @@ async def test_socks5_proxy(scheme: str) -> None:
         async with aiows.connect(uri, proxy=f"{scheme}://127.0.0.1:{proxy.port}") as ws:
             await ws.send("socks")
             assert await ws.recv() == "socks"
-    assert proxy.destinations == [(host, server.port)]
+        assert proxy.destinations == [(host, server.port)]
+
+
+async def test_examples_client_runs(python_env: Callable[[], dict[str, str]]) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "client.py"
+    async with running(echo) as server:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(example),
+            url(server),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=python_env(),
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert out.decode().splitlines() == ["Received 'Hello, world!'", "Received 'Hello again'"]
