@@ -19,6 +19,7 @@ and groups for many connections at once::
 
 __version__ = "0.1.0"
 
+from .backends import Backend, BackendError
 from .client import ConnectError, OpenTimeout, ProxyError, connect
 from .config import Config
 from .connection import Message, WebSocket
@@ -44,6 +45,8 @@ from .stats import HubStats
 
 __all__ = [
     "AiowsError",
+    "Backend",
+    "BackendError",
     "ConcurrencyError",
     "Config",
     "ConnectError",

@@ -11,13 +11,15 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, backends
 from .apps import BUILTIN, App, load
 from .config import Config
+from .hub import Hub
 from .loop import run
 from .server import serve
 from .stats import log_every, metrics_hook
@@ -177,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="event loop (default: uvloop when installed)",
     )
+    _worker_flags(server)
     server.add_argument(
         "--log-level",
         default="info",
@@ -186,6 +189,27 @@ def build_parser() -> argparse.ArgumentParser:
     _limit_flags(server)
     _connect_parser(commands)
     return parser
+
+
+def _worker_flags(server: argparse.ArgumentParser) -> None:
+    server.add_argument(
+        "--workers",
+        type=_size,
+        default=1,
+        metavar="N",
+        help="serve from N processes on one port, restarted when they die "
+        "(above 1 needs --broker; default 1)",
+    )
+    server.add_argument(
+        "--broker",
+        metavar="URL",
+        help="share every hub between processes through this broker, "
+        "e.g. redis://127.0.0.1:6379/0 (needs the redis package; default: none)",
+    )
+    # Set by the supervisor for its workers: how to share the listening port.
+    server.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    server.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    server.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -222,11 +246,17 @@ async def _serve(args: argparse.Namespace, app: App, config: Config) -> None:
     stats_task = None
     if getattr(args, "stats_interval", None):
         stats_task = asyncio.get_running_loop().create_task(log_every(args.stats_interval))
+    for hub in Hub.instances():
+        await hub.start()  # connect shared backends before the first client
+    listen_fd = getattr(args, "listen_fd", None)
+    sock = None if listen_fd is None else socket.socket(fileno=listen_fd)
     async with serve(
         app.handler,
-        None if args.unix_path else args.host,
-        None if args.unix_path else args.port,
-        unix_path=args.unix_path,
+        None if args.unix_path or sock else args.host,
+        None if args.unix_path or sock else args.port,
+        unix_path=None if sock else args.unix_path,
+        sock=sock,
+        reuse_port=True if getattr(args, "reuse_port", False) else None,
         ssl=context,
         origins=args.origins,
         process_request=process_request,
@@ -239,6 +269,8 @@ async def _serve(args: argparse.Namespace, app: App, config: Config) -> None:
         await server.wait_closed()
     if stats_task is not None:
         stats_task.cancel()
+    for hub in Hub.instances():
+        await hub.close()
     log.info("server stopped")
 
 
@@ -324,16 +356,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         _raise_file_limit()
     logging.basicConfig(
         level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s "
+        + ("" if getattr(args, "worker_id", None) is None else f"[worker {args.worker_id}] ")
+        + "%(name)s: %(message)s",
         stream=sys.stderr,
     )
     if args.command == "connect":
         return _connect(parser, args)
+    if args.workers > 1 and not args.broker:
+        parser.error(
+            "--workers above 1 needs --broker (e.g. redis://127.0.0.1:6379/0): "
+            "without one, a broadcast in one process would not reach the others"
+        )
     try:
+        backends.set_default(args.broker)
         config = config_from_args(args)
         app = load(args.app, args.origins)
+    except ImportError as exc:
+        parser.error(f"--broker: {exc}")
     except ValueError as exc:
         parser.error(str(exc))
+    if args.workers > 1 and args.worker_id is None:
+        from .workers import supervise
+
+        return supervise(args, list(sys.argv[1:] if argv is None else argv))
     try:
         run(_serve(args, app, config), loop=args.loop)
     except OSError as exc:

@@ -101,6 +101,30 @@ class History:
             self._expire()
         return message
 
+    def record(self, offset: int, message: Message) -> Message | None:
+        """Keep ``message`` under ``offset``, given by a sequencer elsewhere (a backend).
+
+        Returns what to send (enveloped), or ``None`` when ``offset`` is not after
+        :attr:`last` (already kept). After a gap the older messages are forgotten, so
+        that what is kept stays a contiguous run of offsets.
+        """
+        if offset <= self._last:
+            return None
+        if offset != self._last + 1:
+            self._entries.clear()
+        self._last = offset
+        if self.envelope is not None:
+            message = self.envelope(offset, message)
+        self._entries.append((offset, self._clock(), message))
+        if self.max_age is not None:
+            self._expire()
+        return message
+
+    def clear(self) -> None:
+        """Forget every message and start again from offset 0 (before a :meth:`record`)."""
+        self._entries.clear()
+        self._last = 0
+
     def since(self, offset: int) -> list[Message]:
         """Return the messages after ``offset``, oldest first.
 

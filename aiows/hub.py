@@ -9,6 +9,10 @@ whose write buffer passes ``buffer_limit`` is handled by the hub's ``policy``: c
 
 Keepalive is the server's: one :class:`~aiows.heartbeat.Heartbeat` timer pings every
 connection; the hub reads each member's :attr:`~aiows.WebSocket.latency` for its stats.
+
+A hub talks to a :class:`~aiows.backends.Backend`. The default keeps everything in this
+process; a shared one (Redis) carries broadcasts, presence and history between processes,
+so the same hub API serves members connected to any of them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
 
+from . import backends
+from .backends import Backend
 from .connection import Message, WebSocket
 from .exceptions import ConnectionClosed
 from .history import Envelope, History
@@ -64,7 +70,11 @@ class Hub:
       closes: :meth:`publish` waits until every member is under the limit (ordered,
       for small groups).
     - ``buffer_limit``: bytes waiting to be written to one member (default 1 MiB).
-    - ``name``: the label of this hub in logs and metrics.
+    - ``name``: the label of this hub in logs and metrics; hubs of several processes
+      with the same name and backend share their groups.
+    - ``backend``: a :class:`~aiows.backends.Backend` (default: in memory, or the one
+      :func:`aiows.backends.set_default` chose). A shared backend connects on the first
+      ``join`` or ``broadcast``, or on ``await hub.start()`` / ``async with hub``.
     """
 
     def __init__(
@@ -74,6 +84,7 @@ class Hub:
         buffer_limit: int = 2**20,
         slow_close_code: int = 1013,
         name: str | None = None,
+        backend: Backend | None = None,
     ) -> None:
         if policy not in _POLICIES:
             raise ValueError(f"policy must be one of {', '.join(_POLICIES)}")
@@ -98,6 +109,11 @@ class Hub:
         self._encoded = 0
         self._dropped = 0
         self._closed_slow = 0
+        self.backend = backend if backend is not None else backends.default()
+        self._shared = self.backend.shared
+        self._starting: asyncio.Task[None] | None = None
+        self._seqs = itertools.count(1)
+        self._excluded: dict[int, set[WebSocket] | tuple[()]] = {}
         _hubs.add(self)
 
     @staticmethod
@@ -124,6 +140,9 @@ class Hub:
             mine.add(group)
             members = self._groups.setdefault(group, {})
             members[ws] = None
+            if self._shared:
+                self._ensure_started()
+                self.backend.joined(group, self._member_id(ws))
             self._emit("join", group, ws, len(members))
 
     def leave(self, ws: WebSocket, *groups: str) -> None:
@@ -150,6 +169,8 @@ class Hub:
         del members[ws]
         if not members:
             del self._groups[group]
+        if self._shared:
+            self.backend.left(group, self._member_id(ws))
         self._emit("leave", group, ws, len(members))
 
     @asynccontextmanager
@@ -222,17 +243,40 @@ class Hub:
         number of members the message was queued for. The frame is built once per wire
         format; frames queued for one member in one loop turn go out in one write. In
         a group that keeps a history the message gets the next offset first.
+
+        With a shared backend the message also goes to the members in other processes;
+        in a group that keeps a history it is then delivered here too once the backend
+        has given it its offset (the count returned is of the members here now).
         """
-        members: dict[WebSocket, set[str]] | dict[WebSocket, None]
-        if group is None:
-            members = self._everyone
-        else:
-            history = self._histories.get(group)
-            if history is not None:
-                message = history.append(message)
-            members = self._groups.get(group) or {}
         self._broadcasts += 1
         skip = _as_set(exclude)
+        if group is not None:
+            history = self._histories.get(group)
+            if history is not None:
+                if self._shared:
+                    return self._sequence(message, group, skip)
+                message = history.append(message)
+        reached = self._deliver(message, group, skip)
+        if self._shared:
+            self._ensure_started()
+            self.backend.publish(group, message)
+        return reached
+
+    def _sequence(self, message: Message, group: str, skip: set[WebSocket] | tuple[()]) -> int:
+        """Have the backend number a history message; it comes back to :meth:`_deliver`."""
+        seq = next(self._seqs)
+        if skip:
+            self._excluded[seq] = skip
+        self._ensure_started()
+        self.backend.append(group, message, seq)
+        return sum(1 for ws in self._groups.get(group, ()) if ws not in skip)
+
+    def _deliver(
+        self, message: Message, group: str | None, skip: set[WebSocket] | tuple[()]
+    ) -> int:
+        """Queue ``message`` for the local members of ``group`` (``None``: all) but ``skip``."""
+        members: dict[WebSocket, set[str]] | dict[WebSocket, None]
+        members = self._everyone if group is None else self._groups.get(group) or {}
         frames: dict[int, bytes] = {}
         limit = self.buffer_limit
         dirty = self._dirty
@@ -283,7 +327,11 @@ class Hub:
         return self.broadcast(message, group, exclude)
 
     async def wait_ready(self, group: str | None = None) -> None:
-        """Wait until every member of ``group`` (or of the hub) is under ``buffer_limit``."""
+        """Wait until every member of ``group`` (or of the hub) is under ``buffer_limit``.
+
+        Returns ``None`` and raises nothing (a member that closes is not waited for).
+        Safe to cancel: nothing is sent or lost.
+        """
         members = self.members(group)
         for ws in members:
             protocol = ws.protocol
@@ -347,6 +395,8 @@ class Hub:
         history = self._histories.get(group)
         if history is None:
             history = self._histories[group] = History(maxlen, max_age, envelope=envelope)
+            if self._shared:
+                self.backend.keep_history(group, maxlen)
         return history
 
     def history(self, group: str) -> History | None:
@@ -372,6 +422,64 @@ class Hub:
             protocol.send_data(message)
         self._sent += len(missed)
         return len(missed)
+
+    # ---------------------------------------------------------------------- backend
+
+    async def start(self) -> None:
+        """Connect the backend (a no-op for the in-memory one); safe to call again.
+
+        Returns after the first connection attempt; a shared backend that could not
+        connect keeps trying in the background while broadcasts stay local. Safe to
+        cancel: the attempt is shielded and goes on in the background.
+        """
+        if self._starting is None:
+            self._starting = asyncio.get_running_loop().create_task(
+                self.backend.start(self.name, _Link(self))
+            )
+        await asyncio.shield(self._starting)
+
+    async def close(self) -> None:
+        """Disconnect the backend: queued messages go out briefly, presence is withdrawn.
+
+        Not safe to cancel: a cancelled close may leave queued messages unsent and this
+        process's presence in place until it expires.
+        """
+        if self._starting is not None:
+            await asyncio.shield(self._starting)
+        await self.backend.close()
+
+    async def __aenter__(self) -> Hub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _ensure_started(self) -> None:
+        if self._starting is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop yet: the first join or broadcast on one starts it
+            self._starting = asyncio.get_running_loop().create_task(
+                self.backend.start(self.name, _Link(self))
+            )
+
+    def _member_id(self, ws: WebSocket) -> str:
+        return f"{self.backend.node}/{ws.id}"
+
+    async def presence(self, group: str) -> list[str]:
+        """Return the ids (``node/connection id``) of ``group``'s members in every process.
+
+        With the in-memory backend these are this process's members. With a shared one,
+        members of a process that died stop counting after its presence expires. Raises
+        :class:`~aiows.backends.BackendError` when the backend cannot tell now. Safe to
+        cancel: it only reads.
+        """
+        if not self._shared:
+            return sorted(self._member_id(ws) for ws in self._groups.get(group, ()))
+        await self.start()
+        return await self.backend.presence(group)
 
     # ------------------------------------------------------------------------ stats
 
@@ -400,3 +508,56 @@ def _as_set(exclude: WebSocket | Iterable[WebSocket] | None) -> set[WebSocket] |
     if isinstance(exclude, WebSocket):
         return {exclude}
     return set(exclude)
+
+
+class _Link:
+    """The hub as its backend sees it (:class:`~aiows.backends.Receiver`)."""
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def deliver(
+        self, group: str | None, message: Message, offset: int | None, seq: int | None
+    ) -> None:
+        hub = self.hub
+        skip: set[WebSocket] | tuple[()] = ()
+        if offset is not None and group is not None:
+            history = hub._histories.get(group)
+            if history is not None:
+                recorded = history.record(offset, message)
+                if recorded is None:
+                    return  # already delivered
+                message = recorded
+            if seq is not None:
+                skip = self._excluded(seq)
+        hub._deliver(message, group, skip)
+
+    def deliver_local(self, group: str, message: Message, seq: int) -> None:
+        hub = self.hub
+        history = hub._histories.get(group)
+        if history is not None:
+            message = history.append(message)
+        hub._deliver(message, group, self._excluded(seq))
+
+    def _excluded(self, seq: int) -> set[WebSocket] | tuple[()]:
+        excluded = self.hub._excluded
+        while excluded:  # numbers come back in order: older ones will not come back
+            first = next(iter(excluded))
+            if first >= seq:
+                break
+            del excluded[first]
+        return excluded.pop(seq, ())
+
+    def restore(self, group: str, entries: list[tuple[int, Message]]) -> None:
+        history = self.hub._histories.get(group)
+        if history is None:
+            return
+        history.clear()
+        for offset, message in entries:
+            history.record(offset, message)
+
+    def local_presence(self) -> dict[str, list[str]]:
+        hub = self.hub
+        return {g: [hub._member_id(ws) for ws in m] for g, m in hub._groups.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..backends import Backend
 from ..connection import WebSocket
 from ..hub import Hub
 
@@ -11,8 +12,8 @@ __all__ = ["Broadcast"]
 class Broadcast:
     """Relay each message, unchanged, to every connected client through one hub."""
 
-    def __init__(self, hub: Hub | None = None) -> None:
-        self.hub = hub if hub is not None else Hub(name="broadcast")
+    def __init__(self, hub: Hub | None = None, backend: Backend | None = None) -> None:
+        self.hub = hub if hub is not None else Hub(name="broadcast", backend=backend)
 
     async def handler(self, ws: WebSocket) -> None:
         """Join the hub and relay every message this client sends."""

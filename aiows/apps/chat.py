@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from importlib import resources
 from urllib.parse import urlsplit
 
+from ..backends import Backend
 from ..connection import WebSocket
 from ..http import Request, Response, error_response
 from ..hub import Hub, Presence
@@ -26,10 +27,19 @@ ROOM = "chat"
 
 
 class Chat:
-    """One chat room: its hub, its page, and its guest names."""
+    """One chat room: its hub, its page, and its guest names.
 
-    def __init__(self, origins: Sequence[str] | None = None, hub: Hub | None = None) -> None:
-        self.hub = hub if hub is not None else Hub(name="chat")
+    Give a shared ``backend`` (or run ``serve chat --broker URL``) and guests connected
+    to different processes share the room; the counts announced are of this process.
+    """
+
+    def __init__(
+        self,
+        origins: Sequence[str] | None = None,
+        hub: Hub | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        self.hub = hub if hub is not None else Hub(name="chat", backend=backend)
         self.hub.subscribe(self._presence)
         self._names: dict[WebSocket, str] = {}
         self._origins = None if origins is None else set(origins)

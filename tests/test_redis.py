@@ -1,0 +1,262 @@
+"""The Redis backend against a real redis-server: broadcast, presence and history across
+aiows processes, and Redis going away and coming back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from conftest import TIMEOUT, running, url
+from redisfixture import RedisServer, redis_server_in, reply, running_processes
+from websockets.asyncio.client import ClientConnection
+
+import aiows
+from aiows.backends.redis import RedisBackend
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from redis_server_in(tmp_path)
+
+
+async def connect(port: int, path: str = "/room") -> ClientConnection:
+    return await websockets.connect(f"ws://127.0.0.1:{port}{path}", compression=None)
+
+
+async def recv(ws: ClientConnection) -> Any:
+    return await asyncio.wait_for(ws.recv(), TIMEOUT)
+
+
+async def ask(ws: ClientConnection, command: str) -> dict[str, Any]:
+    """Send a command of the test app and return its JSON reply (broadcasts skipped)."""
+    await ws.send(command)
+    while True:
+        message = await recv(ws)
+        if message.startswith("{"):
+            return reply(message)
+
+
+def serve_args(broker: str, *extra: str) -> list[str]:
+    return ["redisfixture:app", "--port", "0", "--broker", broker, "--ping-interval", "0", *extra]
+
+
+async def until(check: Any, timeout: float = TIMEOUT) -> None:
+    """Retry ``check()`` (a coroutine returning a bool) until it is true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+# ------------------------------------------------------------------ across processes
+
+
+async def test_broadcast_across_two_processes(redis_server: RedisServer) -> None:
+    broker = redis_server.url()
+    async with running_processes(serve_args(broker), serve_args(broker)) as (one, two):
+        a = await connect(await one.port())
+        b = await connect(await two.port())
+        assert (await ask(a, "pid"))["pid"] != (await ask(b, "pid"))["pid"]
+        await a.send("hello from one")
+        assert await recv(a) == "hello from one"
+        assert await recv(b) == "hello from one"
+        await b.send("and back")
+        assert await recv(a) == "and back"
+        assert await recv(b) == "and back"
+        stats = (await ask(a, "stats"))["stats"]
+        assert stats["failed"] == 0 and stats["published"] >= 1 and stats["received"] >= 1
+        await a.close()
+        await b.close()
+        assert await one.stop() == 0 and await two.stop() == 0
+
+
+async def test_presence_across_processes_expires_when_one_dies(
+    redis_server: RedisServer,
+) -> None:
+    broker = redis_server.url(presence_ttl=1)
+    async with running_processes(serve_args(broker), serve_args(broker)) as (one, two):
+        a = await connect(await one.port())
+        b = await connect(await two.port())
+        b_pid = (await ask(b, "pid"))["pid"]
+
+        async def who() -> list[str]:
+            members: list[str] = (await ask(a, "who"))["who"]
+            return members
+
+        async def both() -> bool:
+            return len(await who()) == 2
+
+        await until(both)
+        assert any(f"-{b_pid}-" in member for member in await who())
+        two.process.send_signal(signal.SIGKILL)  # no goodbye: its entry must expire
+
+        async def only_mine() -> bool:
+            members = await who()
+            return len(members) == 1 and f"-{b_pid}-" not in members[0]
+
+        await until(only_mine)
+        await a.close()
+        assert await one.stop() == 0
+
+
+async def test_history_across_processes(redis_server: RedisServer) -> None:
+    broker = redis_server.url()
+    async with running_processes(serve_args(broker), serve_args(broker)) as (one, two):
+        a = await connect(await one.port(), "/news")
+        b = await connect(await two.port(), "/news")
+        for text in ("one", "two", "three"):
+            await a.send(text)
+        got_a = [json.loads(await recv(a)) for _ in range(3)]
+        got_b = [json.loads(await recv(b)) for _ in range(3)]
+        expected = [{"offset": 1, "text": "one"}, {"offset": 2, "text": "two"}]
+        expected.append({"offset": 3, "text": "three"})
+        assert got_a == got_b == expected
+        await b.send("four")  # sequenced by Redis whichever process sends it
+        assert (
+            json.loads(await recv(a))
+            == json.loads(await recv(b))
+            == {
+                "offset": 4,
+                "text": "four",
+            }
+        )
+        # A client of process two resumes; so does one of a process started afterwards.
+        late = await connect(await two.port(), "/news?last=2")
+        assert [json.loads(await recv(late))["offset"] for _ in range(2)] == [3, 4]
+        async with running_processes(serve_args(broker)) as (three,):
+            fresh = await connect(await three.port(), "/news?last=0")
+            assert [json.loads(await recv(fresh))["text"] for _ in range(4)] == [
+                "one",
+                "two",
+                "three",
+                "four",
+            ]
+            await fresh.close()
+            assert await three.stop() == 0
+        for ws in (a, b, late):
+            await ws.close()
+
+
+async def test_redis_restart_keeps_every_process_serving(redis_server: RedisServer) -> None:
+    broker = redis_server.url()
+    async with running_processes(serve_args(broker), serve_args(broker)) as (one, two):
+        a = await connect(await one.port())
+        b = await connect(await two.port())
+        await a.send("before")
+        assert await recv(a) == "before" and await recv(b) == "before"
+
+        redis_server.stop()
+        await one.expect("redis unreachable")
+        await a.send("during")  # local members still get it; the crossing is counted
+        assert await recv(a) == "during"
+        stats = (await ask(a, "stats"))["stats"]
+        assert stats["failed"] >= 1 and not stats["connected"]
+        await one.expect("could not cross processes")
+
+        redis_server.start()
+        await one.expect("redis is back")
+        await two.expect("redis is back")
+        await a.send("after")
+        assert await recv(a) == "after"
+        assert await recv(b) == "after"  # "during" never reached process two
+        await b.send("back")
+        assert await recv(a) == "back" and await recv(b) == "back"
+        for ws in (a, b):
+            await ws.close()
+        assert await one.stop() == 0 and await two.stop() == 0
+
+
+# -------------------------------------------------------------- one process, two nodes
+
+
+async def test_hubs_on_one_loop_share_groups_and_exclude(redis_server: RedisServer) -> None:
+    broker = redis_server.url()
+    received: list[aiows.WebSocket] = []
+
+    def hub_handler(hub: aiows.Hub) -> aiows.Handler:
+        async def handler(ws: aiows.WebSocket) -> None:
+            hub.join(ws, "g")
+            received.append(ws)
+            async for message in ws:
+                hub.broadcast(message, "g", exclude=ws)
+
+        return handler
+
+    hub_a = aiows.Hub(name="pair", backend=RedisBackend(broker))
+    hub_b = aiows.Hub(name="pair", backend=RedisBackend(broker))
+    async with hub_a, hub_b:
+        async with running(hub_handler(hub_a)) as sa, running(hub_handler(hub_b)) as sb:
+            a1 = await websockets.connect(url(sa), compression=None)
+            a2 = await websockets.connect(url(sa), compression=None)
+            b1 = await websockets.connect(url(sb), compression=None)
+
+            async def three() -> bool:
+                return len(await hub_b.presence("g")) == 3
+
+            await until(three)
+            await a1.send("x")
+            assert await recv(a2) == "x" and await recv(b1) == "x"
+            await b1.send("y")
+            assert await recv(a1) == "y" and await recv(a2) == "y"
+            assert hub_a.backend.stats().received == 1
+            for ws in (a1, a2, b1):
+                await ws.close()
+
+
+async def test_history_exclude_and_stream_trim(redis_server: RedisServer) -> None:
+    broker = redis_server.url()
+    hub = aiows.Hub(name="h", backend=RedisBackend(broker))
+    history = hub.keep_history("g", maxlen=3)
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        hub.join(ws, "g")
+        async for message in ws:
+            hub.broadcast(message, "g", exclude=ws)
+
+    async with hub, running(handler) as server:
+        sender = await websockets.connect(url(server), compression=None)
+        other = await websockets.connect(url(server), compression=None)
+        await aiows_wait(lambda: hub.count("g") == 2)
+        for n in range(5):
+            await sender.send(str(n))
+        assert [await recv(other) for _ in range(5)] == ["0", "1", "2", "3", "4"]
+        await other.send("last")
+        assert await recv(sender) == "last"  # excluded, the sender got none of its own
+        assert history.last == 6 and history.since(3) == ["3", "4", "last"]
+        for ws in (sender, other):
+            await ws.close()
+
+
+async def aiows_wait(predicate: Any) -> None:
+    async def check() -> bool:
+        return bool(predicate())
+
+    await until(check)
+
+
+async def test_unreachable_redis_at_start_is_not_fatal(loop_errors: list[Any]) -> None:
+    pytest.importorskip("redis")
+    backend = RedisBackend("redis://127.0.0.1:1/0", backoff=(0.05, 0.1))
+    hub = aiows.Hub(name="down", backend=backend)
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        async with hub.joined(ws, "g"):
+            async for message in ws:
+                hub.broadcast(message, "g")
+
+    async with hub, running(handler) as server:
+        ws = await websockets.connect(url(server), compression=None)
+        await ws.send("local")
+        assert await recv(ws) == "local"
+        stats = backend.stats()
+        assert not stats.connected and stats.failed == 1
+        with pytest.raises(aiows.backends.BackendError):
+            await hub.presence("g")
+        await ws.close()
