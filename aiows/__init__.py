@@ -20,12 +20,13 @@ and groups for many connections at once::
 __version__ = "0.1.0"
 
 from .backends import Backend, BackendError
-from .client import ConnectError, OpenTimeout, ProxyError, connect
+from .client import connect
 from .config import Config
 from .connection import Message, WebSocket
 from .exceptions import (
     AiowsError,
     ConcurrencyError,
+    ConnectError,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
@@ -33,7 +34,9 @@ from .exceptions import (
     InvalidMessage,
     InvalidStatus,
     InvalidURI,
+    OpenTimeout,
     PayloadTooBig,
+    ProxyError,
 )
 from .history import History, HistoryTooOld
 from .http import Headers, Request, Response

@@ -35,18 +35,21 @@ from .config import Config
 from .connection import WebSocket
 from .exceptions import (
     AiowsError,
+    ConnectError,
     ConnectionClosed,
     InvalidHandshake,
     InvalidMessage,
     InvalidStatus,
     InvalidURI,
+    OpenTimeout,
+    ProxyError,
 )
 from .heartbeat import Heartbeat
 from .http import Headers
 from .protocol import Protocol
-from .proxy import ConnectError, ProxyError, connect_error, open_tunnel, proxy_for
+from .proxy import connect_error, open_tunnel, proxy_for
 
-__all__ = ["ConnectError", "OpenTimeout", "ProxyError", "WebSocketURI", "connect", "parse_uri"]
+__all__ = ["WebSocketURI", "connect", "parse_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +58,6 @@ HeadersLike = Mapping[str, str] | Headers | Iterable[tuple[str, str]]
 
 USER_AGENT = f"aiows/{__version__} Python/{sys.version_info[0]}.{sys.version_info[1]}"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-class OpenTimeout(AiowsError, TimeoutError):
-    """Opening the connection (TCP, proxy, TLS and WebSocket handshake) took longer than
-    ``open_timeout``. Also a ``TimeoutError``."""
 
 
 @dataclass(frozen=True, slots=True)

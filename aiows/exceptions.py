@@ -6,6 +6,9 @@
     ├── ConnectionClosed            the connection is closed; carries the close codes
     │   ├── ConnectionClosedOK      ... cleanly, with 1000, 1001 or 1005
     │   └── ConnectionClosedError   ... with any other code, or the TCP connection was lost
+    ├── ConnectError                the TCP or TLS connection could not be opened (an OSError)
+    │   └── ProxyError              ... because the proxy refused; carries its status code
+    ├── OpenTimeout                 opening took longer than open_timeout (a TimeoutError)
     ├── InvalidHandshake            the opening handshake failed
     │   ├── InvalidStatus           ... the server answered with a status other than 101
     │   └── InvalidMessage          ... the HTTP message could not be parsed
@@ -19,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "AiowsError",
     "ConcurrencyError",
+    "ConnectError",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
@@ -26,7 +30,9 @@ __all__ = [
     "InvalidMessage",
     "InvalidStatus",
     "InvalidURI",
+    "OpenTimeout",
     "PayloadTooBig",
+    "ProxyError",
 ]
 
 #: Close codes that end a connection cleanly (RFC 6455 §7.4.1).
@@ -73,6 +79,29 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """The connection was closed with an error code, or lost (1006)."""
+
+
+class ConnectError(AiowsError, OSError):
+    """The TCP or TLS connection could not be opened: refused, unreachable, unknown host,
+    failed certificate check, or a proxy that would not connect.
+
+    Also an ``OSError`` (``errno`` is kept when there is one), so code written for other
+    clients that catches ``OSError`` keeps working. The original error is ``__cause__``.
+    """
+
+
+class ProxyError(ConnectError):
+    """The proxy refused or failed to open a tunnel; ``status_code`` is its HTTP answer
+    to ``CONNECT`` when there was one (407: proxy authentication required)."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class OpenTimeout(AiowsError, TimeoutError):
+    """Opening the connection (TCP, proxy, TLS and WebSocket handshake) took longer than
+    ``open_timeout``. Also a ``TimeoutError``."""
 
 
 class InvalidHandshake(AiowsError):

@@ -20,32 +20,14 @@ import urllib.request
 from collections.abc import Callable
 from typing import cast
 
-from .exceptions import AiowsError, InvalidURI
+from .exceptions import ConnectError, InvalidURI, ProxyError
 
-__all__ = ["ConnectError", "ProxyError", "connect_error", "open_tunnel", "proxy_for"]
+__all__ = ["connect_error", "open_tunnel", "proxy_for"]
 
 log = logging.getLogger(__name__)
 
 _HTTP_SCHEMES = ("http", "https")
 _SOCKS_SCHEMES = ("socks4", "socks4a", "socks5", "socks5h")
-
-
-class ConnectError(AiowsError, OSError):
-    """The TCP or TLS connection could not be opened: refused, unreachable, unknown host,
-    failed certificate check, or a proxy that would not connect.
-
-    Also an ``OSError`` (``errno`` is kept when there is one), so code written for other
-    clients that catches ``OSError`` keeps working. The original error is ``__cause__``.
-    """
-
-
-class ProxyError(ConnectError):
-    """The proxy refused or failed to open a tunnel; ``status_code`` is its HTTP answer
-    to ``CONNECT`` when there was one (407: proxy authentication required)."""
-
-    def __init__(self, message: str, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 def connect_error(message: str, cause: OSError) -> ConnectError:
