@@ -32,7 +32,7 @@ from .loop import run
 from .protocol import State
 from .server import Server, serve
 
-__all__ = ["CLOSE_STATUS_NORMAL", "DEFAULT_CLOSE_REASON", "WebsocketServer"]
+__all__ = ["CLOSE_STATUS_NORMAL", "DEFAULT_CLOSE_REASON", "ClientHandler", "WebsocketServer"]
 
 log = logging.getLogger(__name__)
 

@@ -83,7 +83,11 @@ class Server:
         reuse_port: bool | None = None,
         backlog: int = 1024,
     ) -> None:
-        """Start listening on TCP ``host:port``, a Unix socket ``unix_path``, or ``sock``."""
+        """Start listening on TCP ``host:port``, a Unix socket ``unix_path``, or ``sock``.
+
+        Returns once the socket is bound; raises ``OSError`` when it cannot be (address
+        in use, permission denied). Cancelling it leaves nothing listening.
+        """
         factory = self._new_protocol
         if unix_path is not None:
             server = await self._loop.create_unix_server(
@@ -275,7 +279,10 @@ class Server:
                 protocol.close(1001, "server shutting down")
 
     async def wait_closed(self) -> None:
-        """Wait until the server is closed and every connection has ended."""
+        """Wait until the server is closed and every connection has ended.
+
+        Returns ``None`` and raises nothing. Safe to cancel: the shutdown goes on.
+        """
         await asyncio.shield(self._closed)
 
     async def serve_forever(self) -> None:

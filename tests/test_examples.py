@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib.util
+import json
 import re
 import signal
 import subprocess
@@ -11,9 +15,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import websocket
+from conftest import TIMEOUT
+
+import aiows.testing
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -112,3 +120,53 @@ def test_embedded_beside_an_http_service(python_env: Callable[[], dict[str, str]
         assert opcode == websocket.ABNF.OPCODE_CLOSE
         assert int.from_bytes(payload[:2], "big") == 1001
         assert process.wait(15) == 0
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/NAME.py`` as a module, to drive its handlers in memory."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_ticker_pushes_the_same_ticks_to_every_viewer() -> None:
+    ticker = load_example("ticker")
+    producer = asyncio.create_task(ticker.produce())
+    try:
+        # As in the example: compressed ticks are compressed once for every viewer.
+        server_options = {"server_no_context_takeover": True}
+        async with aiows.testing.serve(ticker.viewer, **server_options) as server:
+            async with server.connect() as one, server.connect() as two:
+                while ticker.hub.count("ticks") < 2:
+                    await asyncio.sleep(0.01)
+                first = json.loads(await asyncio.wait_for(one.recv(), TIMEOUT))
+                assert first["symbol"] == "AIO" and first["price"] > 0
+                while json.loads(await asyncio.wait_for(two.recv(), TIMEOUT)) != first:
+                    pass  # two joined earlier and may have older ticks first
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+    stats = ticker.hub.stats()
+    assert 0 < stats.frames_encoded <= stats.broadcasts
+
+
+async def test_rooms_replay_what_a_reconnecting_client_missed() -> None:
+    rooms = load_example("rooms")
+    async with aiows.testing.serve(rooms.room) as server:
+        async with server.connect("/room/lobby") as alice:
+            while rooms.hub.count("room:lobby") < 1:
+                await asyncio.sleep(0)
+            for text in ("one", "two", "three"):
+                await alice.send(text)
+                assert json.loads(await alice.recv())["text"] == text
+        async with server.connect("/room/lobby?last=1") as bob:
+            replay = [json.loads(await bob.recv()) for _ in range(2)]
+            assert replay == [{"offset": 2, "text": "two"}, {"offset": 3, "text": "three"}]
+        async with server.connect("/room/lobby?last=99") as carol:
+            assert json.loads(await carol.recv()) == {"too_old": 1}
+        async with server.connect("/nowhere") as lost:
+            await lost.wait_closed()
+        assert lost.close_code == 1008
