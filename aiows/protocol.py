@@ -35,8 +35,8 @@ from wsproto.events import (
 )
 from wsproto.events import Request as WSRequest
 from wsproto.extensions import Extension
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import RemoteProtocolError
+from wsproto.handshake import H11Handshake, server_extensions_handshake
+from wsproto.utilities import RemoteProtocolError, generate_accept_token, split_comma_header
 
 from .config import Config
 from .exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
@@ -149,6 +149,30 @@ def _wsproto_idle(conn: Connection) -> bool:
         )
     except AttributeError:
         return False
+
+
+def _upgrade_problem(request: Request) -> tuple[int, str] | None:
+    """Return the status and reason that refuse a WebSocket upgrade request, or None.
+
+    The checks of RFC 6455 §4.2.1 (as wsproto makes them): GET, a ``Host``, ``Upgrade:
+    websocket``, ``Connection: Upgrade``, a key, and version 13 (426 for others).
+    """
+    headers = request.headers
+    connection = ",".join(headers.get_all("Connection")).lower()
+    version = headers.get("Sec-WebSocket-Version")
+    if request.method != "GET":
+        return 400, "request method must be GET"
+    if "upgrade" not in (token.strip() for token in connection.split(",")):
+        return 400, "missing header 'Connection: Upgrade'"
+    if version != "13":
+        return (426 if version else 400), "unsupported or missing Sec-WebSocket-Version"
+    if not headers.get("Sec-WebSocket-Key"):
+        return 400, "missing header 'Sec-WebSocket-Key'"
+    if (headers.get("Upgrade") or "").strip().lower() != "websocket":
+        return 400, "missing header 'Upgrade: websocket'"
+    if headers.get("Host") is None:
+        return 400, "missing header 'Host'"
+    return None
 
 
 def _slim(conn: Connection) -> None:
@@ -466,39 +490,53 @@ class Protocol(asyncio.Protocol):
         assert self._on_request is not None
         self._on_request(self, request)
 
-    def accept(self, subprotocol: str | None, headers: list[tuple[str, str]]) -> None:
+    def accept(
+        self, request: Request, subprotocol: str | None, headers: list[tuple[str, str]]
+    ) -> None:
         """Accept the client's handshake: validate it, answer 101, and open the connection.
 
-        Raises :class:`InvalidHandshake` after answering 400 or 426 when the request is not
-        a valid WebSocket handshake (RFC 6455 §4.2.1).
+        ``request`` is the one this protocol passed to ``on_request``. Raises
+        :class:`InvalidHandshake` after answering 400 or 426 when it is not a valid
+        WebSocket handshake (RFC 6455 §4.2.1). Extensions are negotiated by wsproto.
         """
-        handshake = H11Handshake(ConnectionType.SERVER)
-        try:
-            handshake.receive_data(self._head)
-            (request,) = list(handshake.events())
-        except (RemoteProtocolError, ValueError) as exc:
-            self._reject_invalid(exc)
-            raise InvalidHandshake(str(exc)) from None
-        assert isinstance(request, WSRequest)
-        offered: list[Extension] = []
-        if self.config.compression:
-            no_context = self.config.server_no_context_takeover
-            deflate = BoundedDeflate(self.config.max_size, server_no_context_takeover=no_context)
-            offered.append(deflate)
-        extra = [(name.encode(), value.encode()) for name, value in headers]
-        event = AcceptConnection(subprotocol=subprotocol, extensions=offered, extra_headers=extra)
-        self._write(handshake.send(event))
+        problem = _upgrade_problem(request)
+        if problem is not None:
+            status, reason = problem
+            extra = [("Sec-WebSocket-Version", "13")] if status == 426 else []
+            log.info("conn %d: %d invalid handshake: %s", self.id, status, reason)
+            self.reject(error_response(status, extra))
+            raise InvalidHandshake(reason)
+        key = (request.headers.get("Sec-WebSocket-Key") or "").encode()
+        lines = [
+            "HTTP/1.1 101 Switching Protocols",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Accept: {generate_accept_token(key).decode()}",
+        ]
+        if subprotocol is not None:
+            lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+        negotiated = self._negotiate(request, lines)
+        lines += [f"{name}: {value}" for name, value in headers]
+        self._write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         self.subprotocol = subprotocol
-        self._open([ext for ext in offered if ext.enabled()], self._trailing)
+        self._open(negotiated, self._trailing)
 
-    def _reject_invalid(self, exc: Exception) -> None:
-        hint = getattr(exc, "event_hint", None)
-        status, headers = 400, []
-        if isinstance(hint, RejectConnection):
-            status = hint.status_code
-            headers = [(k.decode(), v.decode()) for k, v in hint.headers]
-        log.info("conn %d: %d invalid handshake: %s", self.id, status, exc)
-        self.reject(error_response(status, headers))
+    def _negotiate(self, request: Request, lines: list[str]) -> list[Extension]:
+        """Agree on permessage-deflate (RFC 7692), adding its header to ``lines``."""
+        offers = [
+            offer
+            for value in request.headers.get_all("Sec-WebSocket-Extensions")
+            for offer in split_comma_header(value.encode("latin-1"))
+        ]
+        if not offers or not self.config.compression:
+            return []
+        no_context = self.config.server_no_context_takeover
+        deflate = BoundedDeflate(self.config.max_size, server_no_context_takeover=no_context)
+        agreed = server_extensions_handshake(offers, [deflate])
+        if agreed is None or not deflate.enabled():
+            return []
+        lines.append(f"Sec-WebSocket-Extensions: {agreed.decode()}")
+        return [deflate]
 
     def reject(self, response: Response) -> None:
         """Answer the handshake with a plain HTTP response and close the connection."""

@@ -167,7 +167,7 @@ class Server:
             return None  # the client left, or the handshake timed out, meanwhile
         ws = WebSocket(protocol, request)
         try:
-            protocol.accept(self._select_subprotocol(request), list(self._extra_headers))
+            protocol.accept(request, self._select_subprotocol(request), list(self._extra_headers))
         except InvalidHandshake:
             return None
         return ws

@@ -22,7 +22,7 @@ def token_of(request: aiows.Request) -> str:
 
 
 def check_token(request: aiows.Request) -> aiows.Response | None:
-    if hmac.compare_digest(token_of(request), TOKEN):
+    if hmac.compare_digest(token_of(request).encode(), TOKEN.encode()):
         return None  # accept the WebSocket handshake
     return aiows.Response(401, "a valid token is required\n", [("WWW-Authenticate", "Bearer")])
 

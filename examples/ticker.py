@@ -17,6 +17,8 @@ import time
 import aiows
 
 hub = aiows.Hub(name="ticker", policy="drop", buffer_limit=256 * 1024)
+#: Seconds between two ticks.
+PERIOD = 1.0
 
 
 async def viewer(ws: aiows.WebSocket) -> None:
@@ -30,7 +32,7 @@ async def produce() -> None:
         price = max(1.0, price * (1 + random.gauss(0, 0.001)))
         tick = {"symbol": "AIO", "price": round(price, 2), "time": time.time()}
         hub.broadcast(json.dumps(tick), "ticks")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(PERIOD)
 
 
 async def report() -> None:

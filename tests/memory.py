@@ -68,7 +68,7 @@ def server_pair(config: Config | None = None) -> tuple[Protocol, MemoryTransport
     def on_request(protocol: Protocol, request: Request) -> None:
         ws = WebSocket(protocol, request)
         try:
-            protocol.accept(None, [])
+            protocol.accept(request, None, [])
         except InvalidHandshake:
             return
         accepted.append(ws)

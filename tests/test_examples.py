@@ -73,6 +73,9 @@ def test_auth(python_env: Callable[[], dict[str, str]]) -> None:
         )
         assert "welcome" in ws.recv()
         ws.close()
+        with pytest.raises(websocket.WebSocketBadStatusException) as info:
+            websocket.create_connection(address + "?token=%C3%A9t%C3%A9", timeout=10)
+        assert info.value.status_code == 401  # a non-ASCII token was a 500 before
 
 
 def test_tls_server(python_env: Callable[[], dict[str, str]], tmp_path: Path) -> None:
@@ -133,6 +136,7 @@ def load_example(name: str) -> ModuleType:
 
 async def test_ticker_pushes_the_same_ticks_to_every_viewer() -> None:
     ticker = load_example("ticker")
+    ticker.PERIOD = 0.05  # one tick a second in the example; faster here
     producer = asyncio.create_task(ticker.produce())
     try:
         # As in the example: compressed ticks are compressed once for every viewer.
