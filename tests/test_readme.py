@@ -225,8 +225,6 @@ def test_links_to_files_exist() -> None:
     for target in re.findall(
         r"\]\(((?:examples|benchmarks|docs|aiows|tests)/[^)#]+)\)", README.read_text()
     ):
-        if target == "docs/scaleout.md":
-            continue  # written separately, merged by the lead
         assert (ROOT / target).exists(), target
 
 
