@@ -35,6 +35,7 @@ from wsproto.events import (
 )
 from wsproto.events import Request as WSRequest
 from wsproto.extensions import Extension
+from wsproto.frame_protocol import CloseReason, Opcode, ParseFailed
 from wsproto.handshake import H11Handshake, server_extensions_handshake
 from wsproto.utilities import RemoteProtocolError, generate_accept_token, split_comma_header
 
@@ -173,6 +174,32 @@ def _upgrade_problem(request: Request) -> tuple[int, str] | None:
     if headers.get("Host") is None:
         return 400, "missing header 'Host'"
     return None
+
+
+def _refuse_huge_lengths(conn: Connection) -> None:
+    """Make a 64-bit length with its top bit set a 1009, like any length over ``max_size``.
+
+    wsproto calls such a length a protocol error (1002) before any extension sees it;
+    with a size limit in force, the limit is the better answer (RFC 6455 §7.4.1), and it
+    is the one :class:`~aiows.extensions.SizeLimit` gives 2**62. Looks inside wsproto
+    1.x; if its insides change, the answer simply stays 1002.
+    """
+    try:
+        decoder = conn._proto._frame_decoder
+        parse = decoder.parse_extended_payload_length
+        buffer = decoder.buffer
+    except AttributeError:
+        return
+
+    def checked(opcode: Opcode, length: int) -> int | None:
+        if length == 127:
+            start = buffer.bytes_used
+            top = buffer.buffer[start : start + 1]
+            if top and top[0] & 0x80:
+                raise ParseFailed("message too big", CloseReason.MESSAGE_TOO_BIG)
+        return parse(opcode, length)
+
+    decoder.parse_extended_payload_length = checked  # type: ignore[method-assign, assignment]
 
 
 def _slim(conn: Connection) -> None:
@@ -553,6 +580,8 @@ class Protocol(asyncio.Protocol):
         kind = ConnectionType.CLIENT if self.client else ConnectionType.SERVER
         self._conn = Connection(kind, extensions)
         _slim(self._conn)
+        if self.config.max_size is not None:
+            _refuse_huge_lengths(self._conn)
         self._head = self._trailing = b""  # the handshake's bytes are no longer needed
         self._fast = not self.client and not any(isinstance(e, BoundedDeflate) for e in extensions)
         self._format = _frame_format(self.client, extensions)

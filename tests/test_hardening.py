@@ -38,7 +38,8 @@ import aiows
         (frame(b"\xff\xfe", opcode=0x1), 1007),
         (frame(b"\xe2\x82", opcode=0x1, fin=False) + frame(b"\x28", opcode=0x0), 1007),
         (frame(b"part", opcode=0x0), 1002),
-        (struct.pack("!BBQ", 0x82, 0xFF, 2**63) + b"mask", 1002),
+        (struct.pack("!BBQ", 0x82, 0xFF, 2**63) + b"mask", 1009),
+        (frame(b"a", opcode=0x2, fin=False) + struct.pack("!BBQ", 0x80, 0xFF, 2**63), 1009),
     ],
     ids=[
         "unmasked",
@@ -51,6 +52,7 @@ import aiows
         "bad-utf8-split",
         "lone-continuation",
         "length-2**63",
+        "length-2**63-in-wsproto",
     ],
 )
 async def test_bad_frames_get_the_right_close_code(
@@ -401,3 +403,81 @@ def test_any_split_delivers_every_message_in_order(
         return [await ws.recv() for _ in messages]
 
     assert asyncio.run(run()) == [message for message, _ in messages]
+
+
+def _feed_client(make_chunks: Callable[[bytes], list[bytes]]) -> BaseException | None:
+    """Feed a client protocol a server's answer; return how its handshake ended."""
+    from memory import MemoryTransport
+    from wsproto.utilities import generate_accept_token
+
+    from aiows.protocol import Protocol
+
+    async def run() -> BaseException | None:
+        protocol = Protocol(aiows.Config(ping_interval=None, max_size=150), client=True)
+        transport = MemoryTransport(protocol)
+        protocol.connection_made(transport)
+        opened = protocol.start_handshake("127.0.0.1", "/", [], [])
+        ws = aiows.WebSocket(protocol)
+        key = bytes(transport.written).split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
+        for chunk in make_chunks(generate_accept_token(key)):
+            if transport.closing:
+                break
+            if transport.reading:
+                protocol.data_received(chunk)
+        if not transport.closing:
+            protocol.connection_lost(None)
+        await asyncio.sleep(0)
+        assert opened.done()
+        error = opened.exception()
+        if error is None:
+            assert ws.close_code is not None
+        else:
+            assert isinstance(error, (aiows.AiowsError, TimeoutError)), repr(error)
+        return error
+
+    return asyncio.run(run())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300), st.lists(st.integers(0, 400), max_size=8))
+def test_client_random_bytes_as_a_handshake_response(data: bytes, cuts: list[int]) -> None:
+    error = _feed_client(lambda _: _split(data, cuts))
+    assert error is not None  # random bytes are never a valid 101
+
+
+def _accepted(token: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + token + b"\r\n\r\n"
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400), st.lists(st.integers(0, 1000), max_size=8))
+def test_client_random_bytes_after_the_handshake(data: bytes, cuts: list[int]) -> None:
+    assert _feed_client(lambda token: _split(_accepted(token) + data, cuts)) is None
+
+
+_server_frames = st.lists(
+    st.builds(
+        frame,
+        st.binary(max_size=200),
+        opcode=st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA]),
+        fin=st.booleans(),
+        mask=st.just(False),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    _server_frames, st.integers(0, 2000), st.binary(min_size=1, max_size=8), st.lists(st.integers())
+)
+def test_client_valid_then_corrupted_frames(
+    frames: list[bytes], where: int, garbage: bytes, cuts: list[int]
+) -> None:
+    stream = b"".join(frames)
+    at = where % (len(stream) + 1)
+    corrupted = stream[:at] + garbage + stream[at + len(garbage) :]
+    assert _feed_client(lambda token: _split(_accepted(token) + corrupted, cuts)) is None

@@ -223,9 +223,10 @@ async def test_tls_with_a_test_ca() -> None:
         async with websockets.connect(uri, ssl=client_context) as client:
             await client.send("secure")
             assert await client.recv() == "secure"
-        # Plain HTTP on the TLS port does not hurt the server.
-        raw = await RawClient.connect(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert await raw.eof()
+        # Plain HTTP, or a plain WebSocket handshake, on the TLS port does not hurt.
+        for plain in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", handshake()):
+            raw = await RawClient.connect(server.port, plain)
+            assert await raw.eof()
         async with websockets.connect(uri, ssl=client_context) as client:
             await client.send("again")
             assert await client.recv() == "again"
