@@ -248,6 +248,7 @@ class Protocol(asyncio.Protocol):
         "_outbox",
         "_outbox_size",
         "_pings",
+        "_plain",
         "_quick",
         "_quick_ok",
         "_rbuf",
@@ -306,6 +307,7 @@ class Protocol(asyncio.Protocol):
         self._write_paused = False
         self._discard = False
         self._fast = False
+        self._plain = False
         self._format: int | None = None
         self._outbox: list[bytes] | None = None
         self._outbox_size = 0
@@ -583,7 +585,8 @@ class Protocol(asyncio.Protocol):
         if self.config.max_size is not None:
             _refuse_huge_lengths(self._conn)
         self._head = self._trailing = b""  # the handshake's bytes are no longer needed
-        self._fast = not self.client and not any(isinstance(e, BoundedDeflate) for e in extensions)
+        self._plain = not any(isinstance(e, BoundedDeflate) for e in extensions)
+        self._fast = self._plain and not self.client
         self._format = _frame_format(self.client, extensions)
         self._quick_ok = self._quick = not any(isinstance(e, BoundedDeflate) for e in extensions)
         self._cancel_timer()
@@ -706,7 +709,7 @@ class Protocol(asyncio.Protocol):
         first; those queued while a fragmented message is being sent wait until its
         last fragment.
         """
-        if self._fast:
+        if self._plain:
             if isinstance(data, str):
                 payload = data.encode()
                 op = _OP_TEXT if opcode is None else opcode
@@ -714,6 +717,10 @@ class Protocol(asyncio.Protocol):
                 payload = data
                 op = _OP_BINARY if opcode is None else opcode
             header = frame_header(len(payload), op | 0x80 if fin else op)
+            if self.client:  # RFC 6455 §5.3: a fresh, unpredictable key for every frame
+                key = os.urandom(4)
+                header = bytes((header[0], header[1] | 0x80)) + header[2:] + key
+                payload = unmask(payload, key)
             if len(payload) >= _COALESCE or not fin or self._fragmenting:
                 self._write_now(header, payload, fin)
                 return
