@@ -138,7 +138,7 @@ class connect:  # used like a function, as in websockets and asyncio
 
         async with aiows.connect("ws://127.0.0.1:9001/") as ws:   # closed with 1000 on exit
             await ws.send("Hello, world!")
-            print(await ws.recv())
+            reply = await ws.recv()
 
         ws = await aiows.connect(uri)                              # close it yourself
 

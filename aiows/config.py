@@ -45,7 +45,7 @@ class Config:
     #: Ask clients for ``server_no_context_takeover`` (server only): compressed frames
     #: then start afresh for every message, so a broadcast compresses once for all.
     server_no_context_takeover: bool = False
-    #: Open connections above which new handshakes are answered 503 (server only).
+    #: Connections held (open or opening) above which handshakes get 503 (server only).
     max_connections: int | None = None
     #: Connections closed with 1001 per batch when the server shuts down; ``None``: all
     #: at once. Batches spread reconnections out; new handshakes meanwhile get 503.

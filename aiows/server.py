@@ -176,7 +176,8 @@ class Server:
         if self._closing:
             return error_response(503)
         limit = self.config.max_connections
-        if limit is not None and self._count_open() >= limit:
+        # Every connection this server holds counts, this one included: no O(n) scan.
+        if limit is not None and len(self._protocols) > limit:
             return error_response(503)
         if self._process_request is not None:
             answer = self._process_request(request)
@@ -193,9 +194,6 @@ class Server:
         if self._origins is not None and request.headers.get("Origin") not in self._origins:
             return error_response(403)
         return None
-
-    def _count_open(self) -> int:
-        return sum(1 for p in self._protocols if p.state is State.OPEN)
 
     def _route(self, path: str) -> Handler | None:
         if self._routes is None:

@@ -9,7 +9,7 @@ know, so that switching is a change of import::
 
     ws = create_connection("ws://localhost:9001/")
     ws.send("Hello, world!")
-    print(ws.recv())
+    reply = ws.recv()
     ws.close()
 
 A connection is safe to use from several threads: one may ``send`` while another is

@@ -841,3 +841,21 @@ async def test_examples_client_runs(python_env: Callable[[], dict[str, str]]) ->
         out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
     assert out.decode().splitlines() == ["Received 'Hello, world!'", "Received 'Hello again'"]
+
+
+async def test_rejected_handshake_body_is_bounded() -> None:
+    body = b"x" * 200_000
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(aiows.InvalidStatus) as info:
+            await aiows.connect(f"ws://127.0.0.1:{port}/", proxy=None)
+    assert info.value.status_code == 403
+    assert len(info.value.body) == 2**16  # kept up to 64 KiB, never the whole body
