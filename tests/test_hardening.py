@@ -307,7 +307,8 @@ def _feed(chunks: list[bytes], config: aiows.Config | None = None) -> tuple[byte
             if transport.reading:
                 protocol.data_received(chunk)
         protocol.connection_lost(None) if not transport.closing else None
-        await asyncio.sleep(0)
+        for _ in range(3):
+            await asyncio.sleep(0)  # the far end receives what was written
         for ws in accepted:
             assert ws.close_code is not None
         return bytes(transport.written), bool(accepted)
@@ -407,17 +408,17 @@ def test_any_split_delivers_every_message_in_order(
 
 def _feed_client(make_chunks: Callable[[bytes], list[bytes]]) -> BaseException | None:
     """Feed a client protocol a server's answer; return how its handshake ended."""
-    from memory import MemoryTransport
+    from memory import Wire
     from wsproto.utilities import generate_accept_token
 
     from aiows.protocol import Protocol
 
     async def run() -> BaseException | None:
         protocol = Protocol(aiows.Config(ping_interval=None, max_size=150), client=True)
-        transport = MemoryTransport(protocol)
-        protocol.connection_made(transport)
+        transport = Wire(protocol)
         opened = protocol.start_handshake("127.0.0.1", "/", [], [])
         ws = aiows.WebSocket(protocol)
+        await asyncio.sleep(0)  # the request reaches the far end
         key = bytes(transport.written).split(b"Sec-WebSocket-Key: ")[1].split(b"\r\n")[0]
         for chunk in make_chunks(generate_accept_token(key)):
             if transport.closing:
