@@ -1,14 +1,16 @@
 """The command line: ``python -m aiows serve [APP]`` and ``python -m aiows --version``.
 
 Every limit of :class:`aiows.Config` is a flag of the same name (``max_size`` is
-``--max-size``). SIGTERM and SIGINT shut the server down gracefully: every client gets
-1001 and the process exits 0.
+``--max-size``); ``connect`` has only those a client reads, ``serve`` has them all.
+SIGTERM and SIGINT shut the server down gracefully: every client gets 1001 and the
+process exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import socket
@@ -52,6 +54,7 @@ def _size(text: str) -> int:
 
 
 def _limit_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of the :class:`Config` fields that a client and a server both read."""
     defaults = Config()
     group = parser.add_argument_group("limits (same names as the Python keyword arguments)")
     group.add_argument(
@@ -105,6 +108,18 @@ def _limit_flags(parser: argparse.ArgumentParser) -> None:
         help="largest HTTP request head in bytes; bigger gets 431 (default %(default)s)",
     )
     group.add_argument(
+        "--compression",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.compression,
+        help="permessage-deflate (default: on)",
+    )
+
+
+def _server_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of the :class:`Config` fields that only a server reads."""
+    defaults = Config()
+    group = parser.add_argument_group("server limits")
+    group.add_argument(
         "--max-connections",
         type=_optional_size,
         default=defaults.max_connections,
@@ -121,12 +136,6 @@ def _limit_flags(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=defaults.drain_interval,
         help="seconds between shutdown batches (default %(default)s)",
-    )
-    group.add_argument(
-        "--compression",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.compression,
-        help="permessage-deflate (default: on)",
     )
 
 
@@ -187,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="(default %(default)s)",
     )
     _limit_flags(server)
+    _server_limit_flags(server)
     _connect_parser(commands)
     return parser
 
@@ -213,22 +223,13 @@ def _worker_flags(server: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Return the :class:`Config` the parsed flags describe."""
-    return Config(
-        max_size=args.max_size,
-        max_queue=args.max_queue,
-        write_limit=args.write_limit,
-        open_timeout=args.open_timeout,
-        close_timeout=args.close_timeout,
-        ping_interval=args.ping_interval,
-        ping_timeout=args.ping_timeout,
-        max_header_size=args.max_header_size,
-        max_connections=args.max_connections,
-        drain_batch=args.drain_batch,
-        drain_interval=args.drain_interval,
-        compression=args.compression,
-        server_no_context_takeover=getattr(args, "server_no_context_takeover", False),
-    )
+    """Return the :class:`Config` the parsed flags describe.
+
+    A field without a flag in this command (``connect`` has no server-only flags) keeps
+    its default.
+    """
+    names = [field.name for field in dataclasses.fields(Config)]
+    return Config(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
 
 async def _serve(args: argparse.Namespace, app: App, config: Config) -> None:

@@ -12,13 +12,15 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import websocket
 
 import aiows
-from aiows.cli import build_parser, config_from_args
+from aiows.cli import build_parser, config_from_args, main
+from aiows.config import Config
 
 PYTHON = sys.executable
 
@@ -75,6 +77,45 @@ def test_flags_have_the_config_names() -> None:
     assert config.ping_interval is None and config.ping_timeout is None
     assert config.compression is False
     assert config.max_queue == 7
+
+
+#: Config fields that apply to a client; every field applies to a server.
+CLIENT_FIELDS = {
+    "max_size",
+    "max_queue",
+    "write_limit",
+    "open_timeout",
+    "close_timeout",
+    "ping_interval",
+    "ping_timeout",
+    "max_header_size",
+    "compression",
+}
+SERVER_ONLY_FIELDS = {
+    "server_no_context_takeover",
+    "max_connections",
+    "drain_batch",
+    "drain_interval",
+}
+
+
+def _config_flags_in_help(command: str, capsys: pytest.CaptureFixture[str]) -> set[str]:
+    """Return the Config fields whose flag ``python -m aiows COMMAND --help`` lists."""
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    listed = set(re.findall(r"(?<![\w-])--([a-z][a-z-]*)", capsys.readouterr().out))
+    return {field.name for field in fields(Config)} & {f.replace("-", "_") for f in listed}
+
+
+def test_each_command_lists_only_the_flags_that_apply_to_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert {field.name for field in fields(Config)} == CLIENT_FIELDS | SERVER_ONLY_FIELDS
+    assert _config_flags_in_help("connect", capsys) == CLIENT_FIELDS
+    assert _config_flags_in_help("serve", capsys) == CLIENT_FIELDS | SERVER_ONLY_FIELDS
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["connect", "ws://h/", "--max-connections", "5"])
 
 
 def test_echo_app_and_sigterm_closes_with_1001(python_env: Callable[[], dict[str, str]]) -> None:
