@@ -13,10 +13,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-__all__ = ["HTTPError", "Headers", "Request", "Response"]
+__all__ = ["HTTPError", "Headers", "Request", "Response", "check_header", "check_token"]
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
+_TOKEN_TEXT = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A field value as RFC 9110 §5.5 allows it: no CR, LF, NUL nor other control characters,
+# so nothing built from it can end the header line and start another (header injection).
+_VALUE_TEXT = re.compile(r"[\x09\x20-\x7e\x80-\xff]*")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 MAX_HEADERS = 128
 
@@ -71,6 +75,28 @@ class Headers:
         return f"Headers({self._items!r})"
 
 
+def check_token(text: str, what: str = "header name") -> str:
+    """Return ``text`` if it is an HTTP token (RFC 9110 §5.6.2); raise ``ValueError`` if not.
+
+    Header names and subprotocol names are tokens: no spaces, no CR or LF, no colon.
+    """
+    if not isinstance(text, str) or not _TOKEN_TEXT.fullmatch(text):
+        raise ValueError(f"invalid {what}: {text!r}")
+    return text
+
+
+def check_header(name: str, value: str) -> tuple[str, str]:
+    """Return ``(name, value)`` if both may be sent; raise ``ValueError`` if not.
+
+    The name must be a token; the value may hold no CR, LF, NUL or other control
+    character, and only characters that Latin-1 encodes.
+    """
+    check_token(name)
+    if not isinstance(value, str) or not _VALUE_TEXT.fullmatch(value):
+        raise ValueError(f"invalid value for header {name}: {value!r}")
+    return name, value
+
+
 class HTTPError(Exception):
     """A request head that cannot be served; ``status`` is the answer to send."""
 
@@ -106,7 +132,11 @@ class Response:
     """An HTTP response that answers a handshake instead of accepting it.
 
     Return one from a ``process_request`` hook to serve a page, a health check or a
-    refusal. ``body`` may be text (sent as UTF-8).
+    refusal. ``body`` may be text (sent as UTF-8). A header name that is not a token, or
+    a value (``content_type`` too) with CR, LF, NUL or another control character, raises
+    ``ValueError`` when the response is created, and again when it is encoded (for
+    headers appended later). The server never modifies a response it is given: the same
+    object may answer many requests.
 
     >>> Response(401, "token required").status
     401
@@ -117,8 +147,23 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = "text/plain; charset=utf-8"
 
-    def encode(self) -> bytes:
-        """Return the response as bytes, with ``Connection: close``."""
+    def __post_init__(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        if not isinstance(self.status, int) or not 100 <= self.status <= 999:
+            raise ValueError(f"invalid status: {self.status!r}")
+        check_header("Content-Type", self.content_type)
+        for name, value in self.headers:
+            check_header(name, value)
+
+    def encode(self, *, head_only: bool = False) -> bytes:
+        """Return the response as bytes, with ``Connection: close``.
+
+        ``head_only`` leaves the body out (the answer to ``HEAD``) but keeps the
+        ``Content-Length`` it would have. Raises ``ValueError`` for a bad header.
+        """
+        self._check()
         body = self.body.encode() if isinstance(self.body, str) else self.body
         try:
             phrase = HTTPStatus(self.status).phrase
@@ -130,7 +175,29 @@ class Response:
             lines.append(f"Content-Type: {self.content_type}")
         lines += [f"{name}: {value}" for name, value in self.headers]
         lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
-        return "\r\n".join(lines).encode("latin-1") + body
+        return "\r\n".join(lines).encode("latin-1") + (b"" if head_only else body)
+
+
+@dataclass(slots=True)
+class _HeadAnswer(Response):
+    """A response sent as the answer to ``HEAD``: the head of the GET answer only."""
+
+    def encode(self, *, head_only: bool = True) -> bytes:
+        return Response.encode(self, head_only=True)
+
+
+def for_request(
+    response: Response, method: str, extra_headers: Iterable[tuple[str, str]] = ()
+) -> Response:
+    """Return the response to send for ``response`` to a ``method`` request.
+
+    A new object, ``response`` itself is never modified (the application may share it
+    between requests): ``extra_headers`` (the ``Server`` header) are added to the copy,
+    and a ``HEAD`` request gets the headers only. Raises ``ValueError`` for a bad header.
+    """
+    kind = _HeadAnswer if method == "HEAD" else Response
+    headers = [*response.headers, *extra_headers]
+    return kind(response.status, response.body, headers, response.content_type)
 
 
 def error_response(status: int, headers: list[tuple[str, str]] | None = None) -> Response:

@@ -23,7 +23,7 @@ from .config import Config
 from .connection import WebSocket
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .heartbeat import Heartbeat
-from .http import Request, Response, error_response
+from .http import Request, Response, check_header, check_token, error_response, for_request
 from .protocol import Protocol, State
 
 __all__ = ["Handler", "ProcessRequest", "Server", "serve"]
@@ -56,10 +56,11 @@ class Server:
         self.config = config
         self._routes = dict(handler) if isinstance(handler, Mapping) else None
         self._handler = None if isinstance(handler, Mapping) else handler
-        self._subprotocols = list(subprotocols or [])
+        # Checked here, so that nothing configured can inject a header line later.
+        self._subprotocols = [check_token(p, "subprotocol") for p in subprotocols or []]
         self._origins = None if origins is None else set(origins)
         self._process_request = process_request
-        self._extra_headers = [("Server", server_header)] if server_header else []
+        self._extra_headers = [check_header("Server", server_header)] if server_header else []
         self._loop = asyncio.get_running_loop()
         self._servers: list[asyncio.AbstractServer] = []
         self._protocols: set[Protocol] = set()
@@ -145,7 +146,7 @@ class Server:
             ws = await self._handshake(protocol, request)
         except Exception:
             log.exception("conn %d: error while handling the handshake", protocol.id)
-            protocol.reject(error_response(500))
+            self._reject(protocol, request, error_response(500))
             return
         if ws is None:
             return
@@ -159,9 +160,7 @@ class Server:
             log.info(
                 "conn %d: %s %s -> %d", protocol.id, request.method, request.path, response.status
             )
-            if protocol.state is State.CONNECTING:
-                response.headers.extend(self._extra_headers)
-                protocol.reject(response)
+            self._reject(protocol, request, response)
             return None
         if protocol.state is not State.CONNECTING:
             return None  # the client left, or the handshake timed out, meanwhile
@@ -171,6 +170,15 @@ class Server:
         except InvalidHandshake:
             return None
         return ws
+
+    def _reject(self, protocol: Protocol, request: Request, response: Response) -> None:
+        """Send ``response`` (a copy with our headers; the head only for ``HEAD``).
+
+        Raises ``ValueError`` when the application's response has a bad header.
+        """
+        answer = for_request(response, request.method, self._extra_headers)
+        if protocol.state is State.CONNECTING:
+            protocol.reject(answer)
 
     async def _decide(self, request: Request) -> Response | None:
         if self._closing:

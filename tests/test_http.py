@@ -47,3 +47,23 @@ def test_response_encoding() -> None:
     assert data.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
     assert b"WWW-Authenticate: Bearer\r\n" in data
     assert b"Content-Length: 2\r\n" in data and data.endswith(b"\r\n\r\nno")
+
+
+@pytest.mark.parametrize("bad", ["a\r\nInjected: 1", "a\nb", "a\rb", "a\x00b"])
+def test_response_refuses_cr_lf_nul_in_headers(bad: str) -> None:
+    with pytest.raises(ValueError):
+        Response(200, "x", [("X-Value", bad)])
+    with pytest.raises(ValueError):
+        Response(200, "x", [(bad, "value")])
+    with pytest.raises(ValueError):
+        Response(200, "x", content_type=bad)
+    late = Response(200, "x")
+    late.headers.append(("X-Value", bad))
+    with pytest.raises(ValueError):
+        late.encode()
+
+
+def test_response_refuses_bad_header_names() -> None:
+    for name in ("", "a b", "a:b"):
+        with pytest.raises(ValueError):
+            Response(200, "x", [(name, "v")])

@@ -247,3 +247,67 @@ async def test_many_clients_from_threads() -> None:
             thread.start()
         await asyncio.to_thread(lambda: [t.join(30) for t in threads])
         assert sorted(results) == sorted(f"m{i}" for i in range(20))
+
+
+async def test_a_shared_response_is_never_modified() -> None:
+    shared = aiows.Response(200, "ok", [("X-Shared", "1")])
+    before = list(shared.headers)
+
+    def process_request(request: aiows.Request) -> aiows.Response:
+        return shared
+
+    async with running(echo, process_request=process_request) as server:
+        for _ in range(50):
+            status, head, body = await http_answer(
+                server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            assert (status, body) == (200, b"ok")
+            assert head.lower().count(b"\r\nserver: aiows/") == 1
+    assert shared.headers == before
+
+
+async def test_head_gets_the_headers_of_get_without_its_body() -> None:
+    def process_request(request: aiows.Request) -> aiows.Response:
+        return aiows.Response(200, "twelve bytes")
+
+    async with running(echo, process_request=process_request) as server:
+        status, head, body = await http_answer(server.port, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 200
+        assert b"\r\nContent-Length: 12\r\n" in head
+        assert body == b""
+        refused = await http_answer(server.port, b"HEAD /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert refused[0] == 200 and refused[2] == b""
+        status, head, body = await http_answer(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert body == b"twelve bytes"
+
+
+async def test_head_of_an_error_answer_has_no_body() -> None:
+    async with running(echo) as server:
+        status, head, body = await http_answer(server.port, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 426 and body == b""
+        assert b"Content-Length: 0\r\n" not in head
+
+
+@pytest.mark.parametrize("bad", ["a\r\nInjected: 1", "a\nb", "a\rb", "a\x00b"])
+async def test_header_injection_from_process_request_never_reaches_the_wire(bad: str) -> None:
+    def process_request(request: aiows.Request) -> aiows.Response:
+        response = aiows.Response(200, "ok")
+        response.headers.append(("X-Value", bad))  # added after building: checked on sending
+        return response
+
+    async with running(echo, process_request=process_request) as server:
+        status, head, body = await http_answer(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 500
+        assert b"Injected" not in head + body and b"X-Value" not in head
+
+
+@pytest.mark.parametrize("bad", ["chat\r\nInjected: 1", "a\nb", "a\x00b"])
+def test_bad_subprotocols_and_server_header_are_refused_when_built(bad: str) -> None:
+    async def start(**options: object) -> None:
+        async with running(echo, **options):
+            pass
+
+    with pytest.raises(ValueError):
+        asyncio.run(start(subprotocols=[bad]))
+    with pytest.raises(ValueError):
+        asyncio.run(start(server_header=bad))
