@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from types import SimpleNamespace
 
 __all__ = ["HTTPError", "Headers", "Request", "Response", "check_header", "check_token"]
 
@@ -111,6 +112,11 @@ class Request:
     """The HTTP request that opened a connection.
 
     ``path`` excludes the query string, which is in ``query`` (without the ``?``).
+
+    ``state`` is a namespace of this request's own, empty at first, where a
+    ``process_request`` hook leaves what it learnt (``request.state.user = ...``) for
+    the handler (``ws.request.state.user``) and for presence listeners
+    (``event.ws.request.state``). The request itself is read-only.
     """
 
     method: str
@@ -119,6 +125,7 @@ class Request:
     headers: Headers
     version: str = "HTTP/1.1"
     remote_address: tuple[str, int] | None = None
+    state: SimpleNamespace = field(default_factory=SimpleNamespace, compare=False, repr=False)
 
     @property
     def is_upgrade(self) -> bool:

@@ -23,12 +23,15 @@ def token_of(request: aiows.Request) -> str:
 
 def check_token(request: aiows.Request) -> aiows.Response | None:
     if hmac.compare_digest(token_of(request).encode(), TOKEN.encode()):
+        # What the check learnt goes to the handler with the request: no second parse.
+        request.state.user = "token-holder"
         return None  # accept the WebSocket handshake
     return aiows.Response(401, "a valid token is required\n", [("WWW-Authenticate", "Bearer")])
 
 
 async def greet(ws: aiows.WebSocket) -> None:
-    await ws.send("welcome, you are authenticated")
+    assert ws.request is not None
+    await ws.send(f"welcome {ws.request.state.user}, you are authenticated")
     async for message in ws:
         await ws.send(message)
 

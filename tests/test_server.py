@@ -311,3 +311,29 @@ def test_bad_subprotocols_and_server_header_are_refused_when_built(bad: str) -> 
         asyncio.run(start(subprotocols=[bad]))
     with pytest.raises(ValueError):
         asyncio.run(start(server_header=bad))
+
+
+async def test_process_request_hands_state_to_the_handler_and_presence() -> None:
+    hub = aiows.Hub()
+    seen: list[object] = []
+    hub.subscribe(lambda event: seen.append((event.kind, event.ws.request.state.user)))
+
+    def authenticate(request: aiows.Request) -> None:
+        assert not vars(request.state)  # a fresh namespace for every request
+        request.state.user = request.query.removeprefix("user=")
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        async with hub.joined(ws, "room"):
+            await ws.send(f"hello {ws.request.state.user}")
+            await ws.recv()
+
+    async with running(handler, process_request=authenticate) as server:
+        for user in ("alice", "bob"):
+            async with websockets.connect(url(server, f"/?user={user}")) as client:
+                assert await client.recv() == f"hello {user}"
+                await client.send("bye")
+                await client.wait_closed()
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(seen) < 4 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert seen == [("join", "alice"), ("leave", "alice"), ("join", "bob"), ("leave", "bob")]
