@@ -29,6 +29,11 @@ Several clients share one server with :func:`serve`::
         async with server.connect("/") as alice, server.connect("/") as bob:
             ...
 
+Back-pressure works as on a socket: a client that does not read fills its inbox
+(``max_queue``), stops reading, and the bytes it has not read count in the server's
+write buffer, so ``send()`` waits and a hub's slow-consumer policy applies.
+``server.connect(max_queue=1, write_limit=...)`` gives one client its own limits.
+
 An exception raised by a handler is raised again when the ``async with`` block of
 :func:`connect` or :func:`serve` ends, so a failing handler fails the test
 (``raise_handler_errors=False`` keeps only the server's behaviour: log it, close 1011).
@@ -69,6 +74,13 @@ class MemoryTransport(asyncio.Transport):
     on a socket. ``close()`` delivers what was written, then the peer sees the end of
     the stream (``eof_received``); ``abort()`` resets the connection: both ends lose
     it at once and undelivered bytes are discarded.
+
+    What it does not model: kernel socket buffers (over TCP a few hundred KiB go to
+    the peer's kernel before the writer's buffer grows; here every byte the peer has
+    not read counts at once, so ``pause_writing`` and a hub's ``buffer_limit`` come
+    sooner), segmentation (each ``write()`` arrives as one ``data_received()``; feed
+    split bytes by hand to test that), latency, bandwidth, TLS, and half-close
+    (``can_write_eof()`` is False).
     """
 
     def __init__(self, protocol: asyncio.BaseProtocol, address: tuple[str, int]) -> None:
@@ -266,11 +278,16 @@ class MemoryServer:
         subprotocols: Sequence[str] | None = None,
         origin: str | None = None,
         host: str = "localhost",
+        config: Config | None = None,
+        **limits: Any,
     ) -> _Connection:
         """Open a client connection to ``path`` (query string included) on this server.
 
         Use it with ``async with`` (the client closes with 1000 on exit); the block gets
-        the client-side :class:`~aiows.WebSocket`. Opening raises what
+        the client-side :class:`~aiows.WebSocket`. The client's limits are the server's
+        unless ``config=`` or keywords (``max_queue=``, ``write_limit=``,
+        ``max_size=``...) change them for this client, as :func:`aiows.connect` takes
+        them; an unknown keyword raises ``TypeError``. Opening raises what
         :func:`aiows.connect` raises: :class:`~aiows.InvalidStatus` when the server
         answers the handshake with an HTTP response (``process_request``, 404, 403),
         :class:`~aiows.InvalidMessage` when it closes the connection instead, and
@@ -283,7 +300,8 @@ class MemoryServer:
         if origin is not None:
             pairs.append(("Origin", origin))
         pairs.append(("User-Agent", f"aiows-testing/{__version__}"))
-        return _Connection(self, path, pairs, list(subprotocols or ()), host)
+        client_config = (config or self.config).replace(**limits)
+        return _Connection(self, path, pairs, list(subprotocols or ()), host, client_config)
 
     async def _open(
         self,
@@ -291,9 +309,10 @@ class MemoryServer:
         headers: list[tuple[str, str]],
         subprotocols: list[str],
         host: str,
+        config: Config,
     ) -> WebSocket:
         server_side = self.server._new_protocol()
-        client_side = Protocol(self.config, client=True)
+        client_side = Protocol(config, client=True)
         client_address = ("127.0.0.1", next(_ports))
         near, far = MemoryTransport.pair(client_side, server_side, client_address)
         server_side.connection_made(far)
@@ -310,8 +329,8 @@ class MemoryServer:
             if isinstance(exc, TimeoutError):
                 raise OpenTimeout("the opening handshake timed out") from exc
             raise
-        if self.config.ping_interval is not None:
-            heartbeat = Heartbeat(self.config.ping_interval, self.config.ping_timeout)
+        if config.ping_interval is not None:
+            heartbeat = Heartbeat(config.ping_interval, config.ping_timeout)
             heartbeat.add(client_side)
             client_side.on_closed(heartbeat.stop)
         return ws
@@ -345,9 +364,10 @@ class _Connection:
         headers: list[tuple[str, str]],
         subprotocols: list[str],
         host: str,
+        config: Config,
     ) -> None:
         self._server = server
-        self._request = (path, headers, subprotocols, host)
+        self._request = (path, headers, subprotocols, host, config)
         self._ws: WebSocket | None = None
 
     async def __aenter__(self) -> WebSocket:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import pytest
@@ -187,6 +188,55 @@ async def test_backpressure_reaches_the_sender() -> None:
         await asyncio.wait_for(pending, TIMEOUT)
         assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "done"
     assert len(received) == sent
+
+
+async def test_the_hub_closes_a_slow_in_memory_client_as_over_tcp() -> None:
+    limit, size = 64 * 1024, 16 * 1024
+    hub = aiows.Hub(buffer_limit=limit)  # policy "close", code 1013
+
+    async def room(ws: aiows.WebSocket) -> None:
+        async with hub.joined(ws):
+            await ws.wait_closed()
+
+    async with aiows.testing.serve(room, close_timeout=1) as server:
+        # The slow client never reads: its inbox holds one message, then reading pauses.
+        async with server.connect(max_queue=1, write_limit=4096) as slow:
+            while hub.count() < 1:
+                await asyncio.sleep(0)
+            (slow_side,) = hub.members()
+            async with server.connect() as fast:
+                while hub.count() < 2:
+                    await asyncio.sleep(0)
+                peak = 0
+                for _ in range(100):  # random bytes: compression cannot shrink them
+                    hub.broadcast(os.urandom(size))
+                    peak = max(peak, slow_side.protocol.write_buffer_size())
+                    assert len(await asyncio.wait_for(fast.recv(), TIMEOUT)) == size
+                assert slow.protocol.reading_paused
+                await asyncio.wait_for(slow_side.wait_closed(), TIMEOUT)
+                assert slow_side.protocol.closed_error().sent_code == 1013
+                assert peak <= limit + size + 16  # bounded, as over TCP
+                assert hub.stats().closed_slow == 1
+                assert hub.members() == [server.connections[0]]
+                await fast.send("still here")  # the other client goes on
+            await asyncio.wait_for(slow.wait_closed(), TIMEOUT)
+            assert slow.close_code == 1006  # the close frame was stuck behind unread bytes
+
+
+async def test_client_limits_are_the_clients_own() -> None:
+    async def big(ws: aiows.WebSocket) -> None:
+        await ws.send("x" * 200)
+        await ws.wait_closed()
+
+    async with aiows.testing.serve(big) as server:
+        async with server.connect(max_size=100) as ws:
+            with pytest.raises(aiows.ConnectionClosedError) as info:
+                await ws.recv()
+        assert info.value.sent_code == 1009
+        assert ws.protocol.config.max_size == 100
+        assert server.config.max_size == aiows.Config().max_size
+        with pytest.raises(TypeError):
+            server.connect(no_such_limit=1)
 
 
 async def test_serve_many_clients_and_shut_down_with_1001() -> None:
