@@ -77,7 +77,14 @@ class BoundedDeflate(PerMessageDeflate):
         rsv: RsvBits,
         payload_length: int,
     ) -> CloseReason | RsvBits:
-        if opcode in (Opcode.TEXT, Opcode.BINARY):
+        if opcode.iscontrol():
+            # A control frame comes between two messages or between the fragments of
+            # one: it must not touch the message's compression state. (wsproto's own
+            # extension records it as the start of an uncompressed message, and the
+            # next compressed message would then reach the application deflated.)
+            self._inbound_is_compressible = False
+            return CloseReason.PROTOCOL_ERROR if rsv.rsv1 else _NO_RSV
+        if opcode is not Opcode.CONTINUATION:
             self._budget = self.max_size
         return super().frame_inbound_header(proto, opcode, rsv, payload_length)
 
