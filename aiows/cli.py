@@ -164,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="allowed Origin header (repeatable); others get 403",
     )
     server.add_argument(
+        "--allowed-host",
+        action="append",
+        dest="allowed_hosts",
+        default=[],
+        metavar="NAME",
+        help="chat: a Host name served to clients on loopback besides localhost, "
+        "127.x and [::1] (repeatable); others get 421",
+    )
+    server.add_argument(
         "--server-no-context-takeover",
         action="store_true",
         help="ask clients for server_no_context_takeover: a compressed broadcast is "
@@ -372,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         backends.set_default(args.broker)
         config = config_from_args(args)
-        app = load(args.app, args.origins)
+        app = load(args.app, args.origins, allowed_hosts=args.allowed_hosts)
     except ImportError as exc:
         parser.error(f"--broker: {exc}")
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""The built-in apps' handlers, tested in memory with aiows.testing (no sockets)."""
+"""The built-in apps' handlers: in memory with aiows.testing, and over real sockets."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from conftest import running
+from rawclient import RawClient, handshake
 
 import aiows
 import aiows.testing
@@ -14,6 +16,7 @@ from aiows.apps import App, load
 from aiows.apps.broadcast import Broadcast
 from aiows.apps.chat import Chat
 from aiows.apps.echo import echo
+from aiows.cli import build_parser
 from aiows.http import Headers
 
 
@@ -73,7 +76,7 @@ async def test_chat_announces_relays_and_says_goodbye() -> None:
 
 
 async def test_chat_refuses_foreign_origins_and_accepts_its_own() -> None:
-    chat = Chat()
+    chat = Chat(allowed_hosts=["chat.example"])  # the in-memory client is on loopback
     kwargs: dict[str, Any] = {"process_request": chat.process_request, "host": "chat.example"}
     with pytest.raises(aiows.InvalidStatus) as info:
         async with aiows.testing.connect(chat.handler, origin="https://evil.example", **kwargs):
@@ -105,3 +108,48 @@ def test_load_builtin_and_user_apps() -> None:
     for bad in ("nope", "no.such.module:x", "aiows.apps.echo:missing", "aiows.apps:BUILTIN"):
         with pytest.raises(ValueError):
             load(bad)
+
+
+async def host_answer(port: int, host: str, upgrade: bool, origin: str | None = None) -> int:
+    extra = "" if origin is None else f"Origin: {origin}\r\n"
+    if upgrade:
+        request = handshake(extra=extra).replace(
+            b"Host: 127.0.0.1\r\n", f"Host: {host}\r\n".encode()
+        )
+    else:
+        request = f"GET / HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+    raw = await RawClient.connect(port, request)
+    try:
+        return await raw.read_status()
+    finally:
+        raw.close()
+
+
+async def test_chat_on_loopback_refuses_foreign_host_names_dns_rebinding() -> None:
+    chat = Chat()
+    async with running(chat.handler, process_request=chat.process_request) as server:
+        port = server.port
+        # A page on evil.example whose name now resolves to 127.0.0.1: same "origin".
+        evil = f"evil.example:{port}"
+        assert await host_answer(port, evil, upgrade=False) == 421
+        assert await host_answer(port, evil, upgrade=True, origin=f"http://{evil}") == 421
+        assert await host_answer(port, "evil.example", upgrade=True) == 421
+        for name in (f"127.0.0.1:{port}", f"localhost:{port}", "127.1.2.3", f"[::1]:{port}"):
+            assert await host_answer(port, name, upgrade=False) == 200
+            assert await host_answer(port, name, upgrade=True, origin=f"http://{name}") == 101
+        assert await host_answer(port, f"[::1]:{port}", True, origin="http://evil.example") == 403
+
+
+async def test_chat_allowed_hosts_are_served_on_loopback() -> None:
+    chat = Chat(allowed_hosts=["Chat.Example"])
+    async with running(chat.handler, process_request=chat.process_request) as server:
+        port = server.port
+        name = f"chat.example:{port}"
+        assert await host_answer(port, name, upgrade=False) == 200
+        assert await host_answer(port, name, upgrade=True, origin=f"https://{name}") == 101
+        assert await host_answer(port, "other.example", upgrade=False) == 421
+    assert load("chat", allowed_hosts=["chat.example"]).has_page
+    args = build_parser().parse_args(
+        ["serve", "--allowed-host", "a.example", "--allowed-host", "b"]
+    )
+    assert args.allowed_hosts == ["a.example", "b"]

@@ -28,15 +28,18 @@ class App:
     has_page: bool = False
 
 
-def load(spec: str, origins: Sequence[str] | None = None) -> App:
+def load(
+    spec: str, origins: Sequence[str] | None = None, *, allowed_hosts: Sequence[str] = ()
+) -> App:
     """Return the built-in app ``spec`` or the handler or App at ``package.module:attribute``.
 
+    ``allowed_hosts`` are the ``Host`` names the chat answers to besides loopback ones.
     Raises ``ValueError`` for a spec that names nothing loadable.
     """
     if spec == "chat":
         from .chat import Chat
 
-        return Chat(origins).app()
+        return Chat(origins, allowed_hosts=allowed_hosts).app()
     if spec == "echo":
         from .echo import echo
 

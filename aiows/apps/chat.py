@@ -5,10 +5,19 @@ Every text message a client sends goes to everyone as
 as ``{"type": "join" | "leave", "name": name, "count": n}``. Cross-site WebSocket
 hijacking is refused: a browser's ``Origin`` must match the ``Host`` it connects to,
 unless allowed ``origins`` are given.
+
+DNS rebinding (a page on ``evil.example`` whose name is made to resolve to 127.0.0.1,
+so that its ``Origin`` matches its ``Host``) is refused too: a client connected over
+loopback (every client when the server listens on 127.0.0.1 or ::1) must name a
+loopback host (``localhost``, ``*.localhost``, ``127.x.y.z``, ``[::1]``) or one of
+``allowed_hosts``; other names get 421 Misdirected Request, for the page and the
+WebSocket alike. A reverse proxy on the same machine must keep a loopback ``Host`` or
+have its public name in ``allowed_hosts``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 from collections.abc import Sequence
@@ -38,11 +47,14 @@ class Chat:
         origins: Sequence[str] | None = None,
         hub: Hub | None = None,
         backend: Backend | None = None,
+        *,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
         self.hub = hub if hub is not None else Hub(name="chat", backend=backend)
         self.hub.subscribe(self._presence)
         self._names: dict[WebSocket, str] = {}
         self._origins = None if origins is None else set(origins)
+        self._allowed_hosts = {_host_name(host) for host in allowed_hosts}
         self._numbers = itertools.count(1)
         self._page = resources.files(__package__).joinpath("chat.html").read_bytes()
 
@@ -51,7 +63,12 @@ class Chat:
         return App(self.handler, self.process_request, has_page=True)
 
     def process_request(self, request: Request) -> Response | None:
-        """Serve the page on a plain ``GET /``; refuse foreign origins on the WebSocket."""
+        """Serve the page on a plain ``GET /``; refuse foreign origins on the WebSocket.
+
+        A ``Host`` this room must not answer to gets 421 (see the module's docstring).
+        """
+        if not self._host_allowed(request):
+            return error_response(421)
         if not request.is_upgrade:
             if request.method in ("GET", "HEAD") and request.path == "/":
                 return Response(200, self._page, content_type="text/html; charset=utf-8")
@@ -68,6 +85,12 @@ class Chat:
             return True  # not a browser: no cross-site risk
         host = (request.headers.get("Host") or "").lower()
         return urlsplit(origin).netloc.lower() == host
+
+    def _host_allowed(self, request: Request) -> bool:
+        host = _host_name(request.headers.get("Host") or "")
+        if host in self._allowed_hosts or _is_loopback_name(host):
+            return True
+        return not _over_loopback(request.remote_address)
 
     async def handler(self, ws: WebSocket) -> None:
         """Join the room (announced), relay the guest's messages to it, then leave it."""
@@ -92,3 +115,35 @@ class Chat:
 
     def _send(self, payload: dict[str, object]) -> None:
         self.hub.broadcast(json.dumps(payload, ensure_ascii=False), ROOM)
+
+
+def _host_name(host: str) -> str:
+    """Return the name in a ``Host`` value, lower case, without port nor final dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        host = name
+    return host.rstrip(".")
+
+
+def _is_loopback_name(name: str) -> bool:
+    # Browsers resolve localhost and *.localhost themselves, never through DNS.
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _over_loopback(address: tuple[str, int] | None) -> bool:
+    if not address:
+        return False  # a Unix socket: no browser reaches it by a DNS name
+    try:
+        ip = ipaddress.ip_address(address[0].partition("%")[0])
+    except ValueError:
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback
