@@ -709,6 +709,10 @@ class Protocol(asyncio.Protocol):
         first; those queued while a fragmented message is being sent wait until its
         last fragment.
         """
+        if not isinstance(data, (str, bytes)):
+            # Any bytes-like object goes out as its bytes: the len() of a memoryview
+            # counts items, not bytes. The copy also frees the caller's buffer at once.
+            data = bytes(data)
         if self._plain:
             if isinstance(data, str):
                 payload = data.encode()

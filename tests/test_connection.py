@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import zlib
 
@@ -341,3 +342,42 @@ async def test_close_frame_never_overtakes_queued_messages() -> None:
         with pytest.raises(websockets.ConnectionClosed):
             await client.recv()
         assert client.close_code == 4000
+
+
+# ------------------------------------------------------------ bytes-like messages
+
+
+def _bytes_likes() -> list[object]:
+    numbers = array.array("i", range(-500, 500))
+    return [
+        memoryview(numbers),  # items of 4 bytes
+        memoryview(array.array("d", [0.5] * 300)),  # items of 8 bytes
+        memoryview(bytearray(range(256)) * 300),  # long enough for a 64-bit length
+        memoryview(b"0123456789" * 10)[::2],  # not contiguous
+        bytearray(b"\x00\x01" * 100),
+    ]
+
+
+@pytest.mark.parametrize("compression", [False, True], ids=["plain", "deflate"])
+async def test_server_sends_any_bytes_like_as_its_bytes(compression: bool) -> None:
+    async def handler(ws: aiows.WebSocket) -> None:
+        for message in _bytes_likes():
+            await ws.send(message)  # type: ignore[arg-type]
+        await ws.send("end")
+        await ws.recv()
+
+    async with (
+        running(handler, compression=compression) as server,
+        websockets.connect(url(server), max_size=None) as client,
+    ):
+        received = [await asyncio.wait_for(client.recv(), 10) for _ in range(6)]
+    assert received == [bytes(m) for m in _bytes_likes()] + ["end"]  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("compression", [False, True], ids=["plain", "deflate"])
+async def test_client_sends_any_bytes_like_as_its_bytes(compression: bool) -> None:
+    async with running(echo, compression=compression) as server:
+        async with aiows.connect(url(server), compression=compression) as ws:
+            for message in _bytes_likes():
+                await ws.send(message)  # type: ignore[arg-type]
+                assert await asyncio.wait_for(ws.recv(), 10) == bytes(message)  # type: ignore[call-overload]
