@@ -247,15 +247,18 @@ async def _serve(args: argparse.Namespace, app: App, config: Config) -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.certfile, args.keyfile)
     process_request = app.process_request
+    worker = getattr(args, "worker_id", None)  # set by the supervisor of --workers
     if getattr(args, "metrics", False):
         try:
-            process_request = metrics_hook(process_request)
+            process_request = metrics_hook(process_request, worker=worker)
         except ImportError:
             message = "--metrics needs prometheus-client: pip install 'aiows[metrics]'"
             raise SystemExit(message) from None
     stats_task = None
     if getattr(args, "stats_interval", None):
-        stats_task = asyncio.get_running_loop().create_task(log_every(args.stats_interval))
+        stats_task = asyncio.get_running_loop().create_task(
+            log_every(args.stats_interval, worker=worker)
+        )
     for hub in Hub.instances():
         await hub.start()  # connect shared backends before the first client
     listen_fd = getattr(args, "listen_fd", None)

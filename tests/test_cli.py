@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -16,6 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import redisfixture
 import websocket
 
 import aiows
@@ -236,3 +238,45 @@ def test_tls_from_certfile_and_keyfile(
         ws.send("over tls")
         assert ws.recv() == "over tls"
         ws.close()
+
+
+# --------------------------------------------------------------- several workers
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[redisfixture.RedisServer]:
+    yield from redisfixture.redis_server_in(tmp_path)
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+    return body.decode()
+
+
+async def test_metrics_and_stats_lines_name_their_worker(
+    redis_server: redisfixture.RedisServer,
+) -> None:
+    supervisor = await redisfixture.AiowsProcess.start(
+        "broadcast",
+        *("--workers", "2", "--broker", redis_server.url(), "--port", "0"),
+        *("--metrics", "--stats-interval", "0.2"),
+    )
+    try:
+        match = await supervisor.expect(r"with 2 workers on 127\.0\.0\.1:(\d+)")
+        url = f"http://127.0.0.1:{match.group(1)}/metrics"
+        for index in (1, 2):
+            await supervisor.expect(rf"\[worker {index}\] .*serving")
+        seen: set[str] = set()
+        for _ in range(100):  # the kernel chooses the worker of each scrape
+            body = await asyncio.to_thread(_scrape, url)
+            series = re.findall(r"^aiows_hub_connections\{(.*)\} ", body, re.MULTILINE)
+            assert series, body
+            seen.update(re.findall(r'worker="(\d+)"', " ".join(series)))
+            if seen == {"1", "2"}:
+                break
+        assert seen == {"1", "2"}
+        for index in (1, 2):
+            await supervisor.expect(rf"stats worker={index} name=broadcast ")
+    finally:
+        await supervisor.stop()
