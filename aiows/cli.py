@@ -21,9 +21,11 @@ from collections.abc import Sequence
 from . import __version__, backends
 from .apps import BUILTIN, App, load
 from .config import Config
+from .connection import WebSocket
+from .http import Request, Response
 from .hub import Hub
 from .loop import run
-from .server import serve
+from .server import ProcessRequest, Server, serve
 from .stats import log_every, metrics_hook
 
 __all__ = ["main"]
@@ -192,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(needs prometheus-client)",
     )
     server.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve GET /metrics over plain HTTP on this port of --host; with --workers N, "
+        "worker i on PORT+i-1, so that each is scraped alone (0: any free port)",
+    )
+    server.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
         default="auto",
@@ -249,11 +258,7 @@ async def _serve(args: argparse.Namespace, app: App, config: Config) -> None:
     process_request = app.process_request
     worker = getattr(args, "worker_id", None)  # set by the supervisor of --workers
     if getattr(args, "metrics", False):
-        try:
-            process_request = metrics_hook(process_request, worker=worker)
-        except ImportError:
-            message = "--metrics needs prometheus-client: pip install 'aiows[metrics]'"
-            raise SystemExit(message) from None
+        process_request = _metrics_hook(process_request, worker)
     stats_task = None
     if getattr(args, "stats_interval", None):
         stats_task = asyncio.get_running_loop().create_task(
@@ -261,6 +266,9 @@ async def _serve(args: argparse.Namespace, app: App, config: Config) -> None:
         )
     for hub in Hub.instances():
         await hub.start()  # connect shared backends before the first client
+    metrics_server = None
+    if getattr(args, "metrics_port", None) is not None:
+        metrics_server = await _serve_metrics(args, worker)
     listen_fd = getattr(args, "listen_fd", None)
     sock = None if listen_fd is None else socket.socket(fileno=listen_fd)
     async with serve(
@@ -280,11 +288,42 @@ async def _serve(args: argparse.Namespace, app: App, config: Config) -> None:
             loop.add_signal_handler(signum, server.close)
         log.info("%s", _banner(args, app, server.port if not args.unix_path else None))
         await server.wait_closed()
+    if metrics_server is not None:
+        metrics_server.close()
+        await metrics_server.wait_closed()
     if stats_task is not None:
         stats_task.cancel()
     for hub in Hub.instances():
         await hub.close()
     log.info("server stopped")
+
+
+def _metrics_hook(inner: ProcessRequest | None, worker: int | None) -> ProcessRequest:
+    try:
+        return metrics_hook(inner, worker=worker)
+    except ImportError:
+        message = "--metrics needs prometheus-client: pip install 'aiows[metrics]'"
+        raise SystemExit(message) from None
+
+
+def _not_found(request: Request) -> Response:
+    return Response(404, "not found\n")
+
+
+async def _no_websocket(ws: WebSocket) -> None:  # never called: every upgrade gets 404
+    await ws.close()
+
+
+async def _serve_metrics(args: argparse.Namespace, worker: int | None) -> Server:
+    """Serve ``GET /metrics`` alone on ``--metrics-port`` (worker i: that port + i - 1)."""
+    port = args.metrics_port
+    if port and worker is not None:
+        port += worker - 1  # a port per worker: each scrape sees one worker, always the same
+    hook = _metrics_hook(_not_found, worker)
+    server = await serve(_no_websocket, args.host, port, process_request=hook)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    log.info("metrics on http://%s:%d/metrics", host, server.port)
+    return server
 
 
 def _banner(args: argparse.Namespace, app: App, port: int | None) -> str:

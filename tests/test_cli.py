@@ -280,3 +280,24 @@ async def test_metrics_and_stats_lines_name_their_worker(
             await supervisor.expect(rf"stats worker={index} name=broadcast ")
     finally:
         await supervisor.stop()
+
+
+async def test_each_worker_serves_its_metrics_on_its_own_port(
+    redis_server: redisfixture.RedisServer,
+) -> None:
+    supervisor = await redisfixture.AiowsProcess.start(
+        "broadcast",
+        *("--workers", "2", "--broker", redis_server.url(), "--port", "0"),
+        *("--metrics-port", "0"),  # 0: each worker on a free port of its own
+    )
+    try:
+        for index in ("1", "2"):
+            match = await supervisor.expect(
+                rf"\[worker {index}\] .*metrics on (http://127\.0\.0\.1:\d+/metrics)"
+            )
+            for _ in range(3):  # every scrape reaches the same worker
+                body = await asyncio.to_thread(_scrape, match.group(1))
+                workers = re.findall(r'^aiows_hub_connections\{.*worker="(\d+)"', body, re.M)
+                assert workers == [index], body
+    finally:
+        await supervisor.stop()
