@@ -24,12 +24,23 @@ _DEFLATE_TAIL = b"\x00\x00\xff\xff"
 COMPRESSION_LEVEL = 1
 
 
+def deflate_bound(size: int) -> int:
+    """Return the most bytes a sane deflate stream takes to carry ``size`` bytes.
+
+    Incompressible data grows: 5 bytes per stored block, or 9 bits per byte with fixed
+    Huffman codes (+12.5%), plus a few bytes of flush markers per frame.
+    """
+    return size + (size >> 3) + 64
+
+
 class SizeLimit(Extension):
     """Refuse a message whose frames announce more than ``max_size`` payload bytes.
 
     Not negotiated: aiows puts it first in the connection's own extension list. It
     sees each frame header before any payload is read, so a length field of 2**62 is
-    refused before a byte of it is kept (RFC 6455 §10.4).
+    refused before a byte of it is kept (RFC 6455 §10.4). A compressed message is left
+    to :class:`BoundedDeflate`: ``max_size`` limits the message the application
+    receives, and a message of ``max_size`` random bytes is longer once compressed.
     """
 
     name = "aiows-size-limit"
@@ -37,6 +48,7 @@ class SizeLimit(Extension):
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self._size = 0
+        self._compressed = False
 
     def enabled(self) -> bool:
         return True
@@ -53,17 +65,24 @@ class SizeLimit(Extension):
     ) -> CloseReason | RsvBits:
         if opcode.iscontrol():
             return _NO_RSV
-        if opcode is Opcode.CONTINUATION:
-            self._size += payload_length
-        else:
-            self._size = payload_length
+        if opcode is not Opcode.CONTINUATION:
+            # RSV1 without permessage-deflate agreed is a 1002 from wsproto.
+            self._compressed = rsv.rsv1
+            self._size = 0
+        if self._compressed:
+            return _NO_RSV
+        self._size += payload_length
         if self._size > self.max_size:
             return CloseReason.MESSAGE_TOO_BIG
         return _NO_RSV
 
 
 class BoundedDeflate(PerMessageDeflate):
-    """permessage-deflate (RFC 7692) that never inflates a message past ``max_size``."""
+    """permessage-deflate (RFC 7692) that never inflates a message past ``max_size``.
+
+    A compressed frame is refused at its header when it is longer than
+    :func:`deflate_bound` of what the message may still inflate to.
+    """
 
     def __init__(self, max_size: int | None, **params: bool | int | None) -> None:
         super().__init__(**params)  # type: ignore[arg-type]
@@ -86,7 +105,16 @@ class BoundedDeflate(PerMessageDeflate):
             return CloseReason.PROTOCOL_ERROR if rsv.rsv1 else _NO_RSV
         if opcode is not Opcode.CONTINUATION:
             self._budget = self.max_size
-        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+        result = super().frame_inbound_header(proto, opcode, rsv, payload_length)
+        budget = self._budget
+        if (
+            self._inbound_compressed
+            and budget is not None
+            and not isinstance(result, CloseReason)
+            and payload_length > deflate_bound(budget)
+        ):
+            return CloseReason.MESSAGE_TOO_BIG
+        return result
 
     def frame_inbound_payload_data(
         self, proto: FrameDecoder | FrameProtocol, data: bytes

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 import zlib
 from collections.abc import AsyncIterator
 
 import pytest
 import websockets
 from conftest import TIMEOUT, echo, running, url
-from rawclient import RawClient, frame, handshake
+from rawclient import RawClient, frame, handshake, header_only
 from websockets.extensions.permessage_deflate import (
     ClientPerMessageDeflateFactory,
     ServerPerMessageDeflateFactory,
@@ -124,3 +125,89 @@ async def test_server_inflates_after_a_control_frame_raw() -> None:
         opcode, payload = await raw.read_frame()
         assert opcode == 0x1
         assert zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff") == b"hello"
+
+
+# --------------------------------------------------- max_size is the size of the message
+
+
+def _compressed(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+async def _deflate_client(port: int) -> RawClient:
+    raw = await RawClient.connect(port)
+    raw.send(handshake(extra="Sec-WebSocket-Extensions: permessage-deflate\r\n"))
+    head = await asyncio.wait_for(raw.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert b" 101 " in head and b"permessage-deflate" in head
+    return raw
+
+
+async def test_a_max_size_message_that_compresses_badly_is_accepted() -> None:
+    """16 MiB - 1 of random bytes under max_size 16 MiB: its compressed frame is larger."""
+    message = os.urandom(2**24 - 1)
+    assert len(_compressed(message)) > 2**24
+    async with (
+        running(echo, max_size=2**24) as server,
+        websockets.connect(url(server), max_size=None) as client,
+    ):
+        await client.send(message)
+        assert await asyncio.wait_for(client.recv(), 60) == message
+
+
+async def test_client_accepts_a_max_size_message_that_compresses_badly() -> None:
+    message = os.urandom(2**20)
+
+    async def handler(ws: websockets.ServerConnection) -> None:
+        await ws.send(message)
+        await ws.send(message[:1000] + b"!")
+        await ws.wait_closed()
+
+    async with websockets.serve(handler, "127.0.0.1", 0, max_size=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with aiows.connect(f"ws://127.0.0.1:{port}/", max_size=2**20) as ws:
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == message
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == message[:1000] + b"!"
+
+
+@pytest.mark.parametrize("fragmented", [False, True], ids=["whole", "fragmented"])
+async def test_a_compressed_message_that_inflates_past_max_size_is_refused(
+    fragmented: bool,
+) -> None:
+    message = os.urandom(2**16 + 1)
+    body = _compressed(message)
+    async with running(echo, max_size=2**16) as server:
+        raw = await _deflate_client(server.port)
+        if fragmented:
+            half = len(body) // 2
+            raw.send(frame(body[:half], opcode=0x2, fin=False, rsv=0b100))
+            raw.send(frame(body[half:], opcode=0x0))
+        else:
+            raw.send(frame(body, opcode=0x2, rsv=0b100))
+        assert await raw.read_close() == 1009
+        assert await raw.eof()
+
+
+async def test_a_compressed_frame_beyond_the_deflate_bound_is_refused_at_its_header() -> None:
+    async with running(echo, max_size=2**16) as server:
+        raw = await _deflate_client(server.port)
+        raw.send(struct.pack("!BBQ", 0xC2, 0xFF, 2**17) + os.urandom(4))  # no payload
+        assert await raw.read_close() == 1009
+        assert await raw.eof()
+
+
+@pytest.mark.parametrize("compression", [False, True], ids=["fast-reader", "wsproto"])
+async def test_an_uncompressed_frame_over_max_size_is_refused_at_its_header(
+    compression: bool,
+) -> None:
+    async with running(echo, max_size=2**16, compression=compression) as server:
+        if compression:
+            raw = await _deflate_client(server.port)
+        else:
+            raw = await RawClient.connect(server.port)
+            await raw.opened(server.port)
+        raw.send(frame(b"x" * 10, opcode=0x2))  # the fast reader is in charge (no compression)
+        assert (await raw.read_frame())[0] == 0x2  # the echo, compressed or not
+        raw.send(header_only(2**16 + 1))  # no payload follows
+        assert await raw.read_close() == 1009
+        assert await raw.eof()
