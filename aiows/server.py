@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import inspect
 import logging
 import os
 import socket
 import ssl as ssl_module
+import stat
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -91,6 +93,7 @@ class Server:
         """
         factory = self._new_protocol
         if unix_path is not None:
+            claim_unix_path(unix_path)  # asyncio would delete a live server's socket
             server = await self._loop.create_unix_server(
                 factory, os.fspath(unix_path), ssl=ssl, backlog=backlog
             )
@@ -311,6 +314,32 @@ class Server:
     ) -> None:
         self.close()
         await self.wait_closed()
+
+
+def claim_unix_path(path: str | os.PathLike[str]) -> None:
+    """Make ``path`` free for a Unix socket: remove it only if it is a stale socket.
+
+    A socket file that nobody accepts on (left by a server that was killed) is removed.
+    Raises ``OSError`` when something else is there: a file that is not a socket, or a
+    socket a running server answers on; neither is touched.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, f"{os.fspath(path)} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(os.fspath(path))
+        except ConnectionRefusedError:
+            os.unlink(path)  # stale: nobody listens there any more
+            return
+        except OSError as exc:
+            message = f"{os.fspath(path)}: cannot tell whether it is in use ({exc})"
+            raise OSError(errno.EEXIST, message) from exc
+    raise OSError(errno.EADDRINUSE, f"{os.fspath(path)} is in use by a running server")
 
 
 def _valid_key(request: Request) -> bool:

@@ -337,3 +337,23 @@ async def test_process_request_hands_state_to_the_handler_and_presence() -> None
     while len(seen) < 4 and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.01)
     assert seen == [("join", "alice"), ("leave", "alice"), ("join", "bob"), ("leave", "bob")]
+
+
+async def test_unix_path_replaces_only_a_stale_socket(tmp_path: Path) -> None:
+    live_path, stale_path, file_path = tmp_path / "live", tmp_path / "stale", tmp_path / "file"
+    file_path.write_text("keep me")
+    with socket.socket(socket.AF_UNIX) as live, socket.socket(socket.AF_UNIX) as stale:
+        live.bind(str(live_path))
+        live.listen()
+        stale.bind(str(stale_path))  # never listened on: connecting is refused
+        with pytest.raises(OSError, match="in use"):
+            await aiows.serve(echo, unix_path=live_path)
+        with pytest.raises(OSError, match="not a socket"):
+            await aiows.serve(echo, unix_path=file_path)
+        assert file_path.read_text() == "keep me"
+        async with aiows.serve(echo, unix_path=stale_path, ping_interval=None):
+            async with websockets.unix_connect(str(stale_path), "ws://localhost/") as ws:
+                await ws.send("fresh")
+                assert await ws.recv() == "fresh"
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(live_path))  # the live server keeps its socket

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -125,3 +126,127 @@ async def test_two_workers_share_a_hub_restart_and_drain(redis_server: RedisServ
             supervisor.process.kill()
             await supervisor.process.wait()
         supervisor._reader.cancel()
+
+
+# A worker that ignores SIGTERM (a stuck shutdown): only SIGKILL ends it.
+STUBBORN = (
+    "import os, signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "os.write(1, b'stubborn ready\\n')\n"
+    "time.sleep(600)\n"
+)
+
+
+async def start_supervisor(grace: float) -> tuple[AiowsProcess, list[int]]:
+    """Run a Supervisor of two stubborn workers in its own process; return it and the pids."""
+    code = (
+        "import asyncio, logging, sys\n"
+        "from aiows.workers import Supervisor\n"
+        "logging.basicConfig(level='INFO', stream=sys.stderr)\n"
+        f"command = [sys.executable, '-c', {STUBBORN!r}]\n"
+        f"supervisor = Supervisor(command, 2, grace={grace})\n"
+        "asyncio.run(supervisor.run())\n"
+        "print(f'supervisor done, killed {supervisor.killed}', file=sys.stderr)\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        env=python_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    supervisor = AiowsProcess(process)
+    pids = [
+        int((await supervisor.expect(rf"worker {i} started \(pid (\d+)\)")).group(1))
+        for i in (1, 2)
+    ]
+    assert process.stdout is not None
+    for _ in pids:  # each worker has set its signal dispositions
+        line = await asyncio.wait_for(process.stdout.readline(), TIMEOUT)
+        assert b"stubborn ready" in line
+    return supervisor, pids
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def finish(supervisor: AiowsProcess, within: float) -> None:
+    try:
+        await asyncio.wait_for(supervisor.process.wait(), within)
+    finally:
+        if supervisor.process.returncode is None:
+            supervisor.process.kill()
+            await supervisor.process.wait()
+        supervisor._reader.cancel()
+
+
+async def test_workers_that_ignore_sigterm_are_killed_after_the_grace_period() -> None:
+    supervisor, pids = await start_supervisor(grace=1.0)
+    started = asyncio.get_running_loop().time()
+    supervisor.process.send_signal(signal.SIGTERM)
+    await finish(supervisor, TIMEOUT)
+    assert asyncio.get_running_loop().time() - started >= 1.0  # the grace period was given
+    await supervisor.expect("supervisor done, killed 2")
+    assert all(gone(pid) for pid in pids)
+
+
+async def test_a_second_signal_kills_the_workers_at_once() -> None:
+    supervisor, pids = await start_supervisor(grace=600.0)
+    supervisor.process.send_signal(signal.SIGINT)
+    await supervisor.expect("stopping 2 workers")
+    supervisor.process.send_signal(signal.SIGINT)  # a second Ctrl-C
+    await finish(supervisor, TIMEOUT)
+    await supervisor.expect("supervisor done, killed 2")
+    assert all(gone(pid) for pid in pids)
+
+
+def serve_unix(path: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "aiows", "serve", "echo", "--unix-path", str(path)]
+    command += ["--workers", "2", "--broker", "redis://127.0.0.1:1/0"]
+    return subprocess.run(command, capture_output=True, text=True, env=python_env(), timeout=30)
+
+
+def test_unix_path_that_is_not_a_socket_is_never_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "precious.txt"
+    path.write_text("keep me")
+    done = serve_unix(path)
+    assert done.returncode == 1
+    assert "is not a socket" in done.stderr
+    assert path.read_text() == "keep me"
+
+
+def test_unix_path_of_a_live_server_is_never_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "live.sock"
+    with socket.socket(socket.AF_UNIX) as live:
+        live.bind(str(path))
+        live.listen()
+        done = serve_unix(path)
+        assert done.returncode == 1
+        assert "in use" in done.stderr
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))  # the live server still owns its socket
+
+
+async def test_a_stale_unix_socket_is_replaced(redis_server: RedisServer, tmp_path: Path) -> None:
+    path = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(path))  # closed without unlinking: what a killed server leaves
+    supervisor = await AiowsProcess.start(
+        "echo", "--unix-path", str(path), "--workers", "2", "--broker", redis_server.url()
+    )
+    try:
+        for index in (1, 2):
+            await supervisor.expect(rf"\[worker {index}\] .*serving")
+        async with websockets.unix_connect(str(path), "ws://localhost/") as ws:
+            await ws.send("through the socket")
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "through the socket"
+        assert await supervisor.stop() == 0
+    finally:
+        await finish(supervisor, TIMEOUT)
