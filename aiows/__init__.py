@@ -38,7 +38,7 @@ from .exceptions import (
     PayloadTooBig,
     ProxyError,
 )
-from .history import History, HistoryTooOld
+from .history import History, HistoryTooOld, StaleEpoch
 from .http import Headers, Request, Response
 from .hub import Hub, Presence
 from .loop import run
@@ -75,6 +75,7 @@ __all__ = [
     "Request",
     "Response",
     "Server",
+    "StaleEpoch",
     "State",
     "WebSocket",
     "__version__",

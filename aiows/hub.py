@@ -31,7 +31,7 @@ from .backends import Backend
 from .connection import Message, WebSocket
 from .exceptions import ConnectionClosed
 from .history import Envelope, History
-from .protocol import Protocol, State, encode_frame_as
+from .protocol import Protocol, State, encode_frame_as, frame_header
 from .stats import HubStats, percentile
 
 __all__ = ["Hub", "Policy", "Presence"]
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 Policy = Literal["close", "drop", "wait"]
 _POLICIES = ("close", "drop", "wait")
 _names = itertools.count(1)
+#: Live messages held for one member while its resume waits for the history (then 1013).
+HOLD_LIMIT = 10_000
 _hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
 
 
@@ -114,6 +116,8 @@ class Hub:
         self._starting: asyncio.Task[None] | None = None
         self._seqs = itertools.count(1)
         self._excluded: dict[int, set[WebSocket] | tuple[()]] = {}
+        self._resuming: dict[WebSocket, dict[str, _Resume]] = {}
+        self._local: set[str] = set()  # groups whose offsets this process gives out alone
         _hubs.add(self)
 
     @staticmethod
@@ -159,6 +163,7 @@ class Hub:
         """Remove ``ws`` from the hub and from every group."""
         groups = self._everyone.pop(ws, None)
         self._dropping.pop(ws, None)
+        self._resuming.pop(ws, None)
         for group in groups or ():
             self._leave_group(ws, group)
 
@@ -169,15 +174,27 @@ class Hub:
         del members[ws]
         if not members:
             del self._groups[group]
+        resuming = self._resuming.get(ws)
+        if resuming is not None:
+            resuming.pop(group, None)
         if self._shared:
             self.backend.left(group, self._member_id(ws))
         self._emit("leave", group, ws, len(members))
 
     @asynccontextmanager
     async def joined(self, ws: WebSocket, *groups: str) -> AsyncIterator[WebSocket]:
-        """Be in ``groups`` for the duration of an ``async with`` block."""
+        """Be in ``groups`` for the duration of an ``async with`` block.
+
+        Enters the block once the histories of ``groups`` (if they keep one) are loaded
+        from the backend, so that the handler never sees a half-loaded room; live
+        messages that arrive meanwhile are delivered, none is dropped.
+        """
         self.join(ws, *groups)
         try:
+            for group in groups:
+                history = self._histories.get(group)
+                if history is not None:
+                    await history
             yield ws
         finally:
             self.leave(ws, *groups)
@@ -256,6 +273,7 @@ class Hub:
                 if self._shared:
                     return self._sequence(message, group, skip)
                 message = history.append(message)
+                return self._deliver(message, group, skip, history.last, history.epoch)
         reached = self._deliver(message, group, skip)
         if self._shared:
             self._ensure_started()
@@ -272,14 +290,24 @@ class Hub:
         return sum(1 for ws in self._groups.get(group, ()) if ws not in skip)
 
     def _deliver(
-        self, message: Message, group: str | None, skip: set[WebSocket] | tuple[()]
+        self,
+        message: Message,
+        group: str | None,
+        skip: set[WebSocket] | tuple[()],
+        offset: int | None = None,
+        epoch: str | None = None,
     ) -> int:
-        """Queue ``message`` for the local members of ``group`` (``None``: all) but ``skip``."""
+        """Queue ``message`` for the local members of ``group`` (``None``: all) but ``skip``.
+
+        ``offset`` and ``epoch`` name a history message: a member whose resume is under
+        way gets it after its replay, and never twice.
+        """
         members: dict[WebSocket, set[str]] | dict[WebSocket, None]
         members = self._everyone if group is None else self._groups.get(group) or {}
         frames: dict[int, bytes] = {}
         limit = self.buffer_limit
         dirty = self._dirty
+        resuming = self._resuming if group is not None else None
         reached = sent_bytes = 0
         for ws in tuple(members):
             if ws in skip:
@@ -287,11 +315,13 @@ class Hub:
             protocol = ws.protocol
             if protocol.state is not State.OPEN:
                 continue
+            if resuming and ws in resuming and self._held(ws, group, message, offset, epoch):
+                continue
             if protocol.write_buffer_size() > limit and not self._over_limit(ws):
                 continue
             frame_format = protocol.frame_format
             if frame_format is None:
-                protocol.send_data(message)  # this connection compresses alone
+                sent_bytes += self._send_alone(protocol, message)
                 reached += 1
                 continue
             frame = frames.get(frame_format)
@@ -307,6 +337,67 @@ class Hub:
         self._sent += reached
         self._bytes += sent_bytes
         return reached
+
+    def _send_alone(self, protocol: Protocol, message: Message) -> int:
+        """Send ``message`` to a connection that compresses with its own context (or a
+        client's, which masks); return the frame bytes, as the stats count them."""
+        if protocol.client:
+            protocol.send_data(message)
+            size = len(message.encode() if isinstance(message, str) else message)
+            return size + len(frame_header(size, 0)) + 4  # the mask key
+        # Encoded now, in the order it is queued: the compression context needs both.
+        frame = protocol._encode_event(message, True)
+        self._encoded += 1
+        if protocol.queue_frame(frame):
+            self._dirty.append(protocol)
+        return len(frame)
+
+    def _send_one(self, ws: WebSocket, message: Message) -> int:
+        """Queue ``message`` for ``ws`` alone (a replay); return the frame bytes."""
+        protocol = ws.protocol
+        frame_format = protocol.frame_format
+        if frame_format is None:
+            size = self._send_alone(protocol, message)
+        else:
+            frame = encode_frame_as(message, frame_format)
+            self._encoded += 1
+            if protocol.queue_frame(frame):
+                self._dirty.append(protocol)
+            size = len(frame)
+        if self._dirty and self._flush_handle is None:
+            self._flush_handle = protocol.loop.call_soon(self._flush)
+        self._sent += 1
+        self._bytes += size
+        return size
+
+    def _held(
+        self,
+        ws: WebSocket,
+        group: str | None,
+        message: Message,
+        offset: int | None,
+        epoch: str | None,
+    ) -> bool:
+        """Hold a live message for a member whose resume is under way, or skip one its
+        replay already had; return True when it must not be sent now."""
+        assert group is not None
+        state = self._resuming[ws].get(group)
+        if state is None:
+            return False
+        if state.held is not None:
+            if len(state.held) >= HOLD_LIMIT:
+                log.info("conn %d: resume backlog over %d messages, closing", ws.id, HOLD_LIMIT)
+                self._closed_slow += 1
+                ws.protocol.close(self.slow_close_code, "resume backlog")
+                return True
+            state.held.append((offset, epoch, message))
+            return True
+        if offset is not None and epoch == state.epoch and offset <= state.through:
+            return True  # the replay had it (it was in the history loaded from the backend)
+        del self._resuming[ws][group]  # from now on offsets only grow: nothing to check
+        if not self._resuming[ws]:
+            del self._resuming[ws]
+        return False
 
     async def publish(
         self,
@@ -388,40 +479,81 @@ class Hub:
         """Keep the recent messages broadcast to ``group``, with offsets, for :meth:`resume`.
 
         Keeps the last ``maxlen`` messages and/or those younger than ``max_age``
-        seconds. ``envelope(offset, message)``, if given, builds what is actually sent
-        (and replayed) so that clients learn each offset, e.g. JSON with both. Calling
-        it again for the same group returns the existing history.
+        seconds. ``envelope(offset, message)`` or ``envelope(offset, message, epoch)``,
+        if given, builds what is actually sent (and replayed) so that clients learn
+        where they are, e.g. JSON with all three. Calling it again for the same group
+        returns the existing history.
+
+        With a shared backend the history is loaded from it in the background (the hub
+        starts if it has not); ``await hub.keep_history(...)`` returns the history once
+        it is loaded. Messages that arrive meanwhile are delivered, none is dropped.
         """
         history = self._histories.get(group)
         if history is None:
             history = self._histories[group] = History(maxlen, max_age, envelope=envelope)
             if self._shared:
+                history._set_loading()
                 self.backend.keep_history(group, maxlen)
+                self._ensure_started()
         return history
 
     def history(self, group: str) -> History | None:
         """Return the history kept for ``group``, or ``None``."""
         return self._histories.get(group)
 
-    def resume(self, ws: WebSocket, group: str, offset: int) -> int:
-        """Send ``ws`` the messages of ``group`` after ``offset``, in order; return how many.
+    async def resume(self, ws: WebSocket, group: str, offset: int, epoch: str | None = None) -> int:
+        """Join ``ws`` to ``group`` and send it the messages after ``offset``, then live ones.
 
-        Call it right after ``join(ws, group)`` (both are synchronous, so nothing is
-        missed or sent twice in between). Raises :class:`~aiows.HistoryTooOld` when the
-        history no longer covers ``offset`` (nothing is sent then), and ``LookupError``
-        when ``group`` keeps no history.
+        Use it instead of :meth:`join` for a client that reconnects with the last offset
+        and epoch it saw. Waits until the group's history is loaded from the backend
+        (whichever process the client reaches), sends the messages it missed in order,
+        then the live messages that arrived meanwhile: the replay comes strictly before
+        any live message of ``group`` and each message comes once. Returns how many
+        messages were replayed. Joining emits the usual ``join`` presence event.
+
+        Raises :class:`~aiows.StaleEpoch` when ``epoch`` is not the history's current
+        one (the offsets the client holds mean nothing now: it must reload), and
+        :class:`~aiows.HistoryTooOld` (a base of it) when the history no longer covers
+        ``offset``; ``ws`` is in ``group`` and gets live messages either way, but no
+        replay. Raises ``LookupError`` when ``group`` keeps no history. Without
+        ``epoch`` the offset is taken to be in the current epoch. Cancelling it leaves
+        ``ws`` in ``group`` with live messages only.
         """
         history = self._histories.get(group)
         if history is None:
             raise LookupError(f"group {group!r} keeps no history")
-        missed = history.since(offset)
-        protocol = ws.protocol
-        if protocol.state is not State.OPEN:
+        if ws.protocol.state is not State.OPEN:
             return 0
+        state = self._resuming.setdefault(ws, {})[group] = _Resume()
+        try:
+            self.join(ws, group)
+            await history
+            missed = history.since(offset, epoch)
+        except BaseException:
+            self._release(ws, group, state, None, 0)
+            raise
         for message in missed:
-            protocol.send_data(message)
-        self._sent += len(missed)
+            self._send_one(ws, message)
+        self._release(ws, group, state, history.epoch, history.last)
         return len(missed)
+
+    def _release(
+        self, ws: WebSocket, group: str, state: _Resume, epoch: str | None, through: int
+    ) -> None:
+        """Send what was held for ``ws`` during its resume but what its replay had."""
+        held, state.held = state.held or [], None
+        state.epoch, state.through = epoch, through
+        if ws.protocol.state is State.OPEN:
+            for offset, message_epoch, message in held:
+                if offset is not None and message_epoch == epoch and offset <= through:
+                    continue
+                self._send_one(ws, message)
+        if epoch is None:  # nothing replayed: nothing to skip later either
+            resuming = self._resuming.get(ws)
+            if resuming is not None and resuming.get(group) is state:
+                del resuming[group]
+                if not resuming:
+                    del self._resuming[ws]
 
     # ---------------------------------------------------------------------- backend
 
@@ -510,6 +642,18 @@ def _as_set(exclude: WebSocket | Iterable[WebSocket] | None) -> set[WebSocket] |
     return set(exclude)
 
 
+class _Resume:
+    """A member's resume in one group: live messages held until its replay is sent,
+    then the replay's end, to skip what it already had."""
+
+    __slots__ = ("epoch", "held", "through")
+
+    def __init__(self) -> None:
+        self.held: list[tuple[int | None, str | None, Message]] | None = []
+        self.epoch: str | None = None
+        self.through = 0
+
+
 class _Link:
     """The hub as its backend sees it (:class:`~aiows.backends.Receiver`)."""
 
@@ -519,27 +663,47 @@ class _Link:
         self.hub = hub
 
     def deliver(
-        self, group: str | None, message: Message, offset: int | None, seq: int | None
+        self,
+        group: str | None,
+        message: Message,
+        offset: int | None,
+        seq: int | None,
+        epoch: str | None = None,
     ) -> None:
         hub = self.hub
         skip: set[WebSocket] | tuple[()] = ()
         if offset is not None and group is not None:
             history = hub._histories.get(group)
             if history is not None:
-                recorded = history.record(offset, message)
-                if recorded is None:
-                    return  # already delivered
-                message = recorded
+                recorded = history.record(offset, message, epoch)
+                # Already kept (loaded with the history before it came by): the members
+                # here have not had it yet, so it is delivered all the same.
+                message = recorded if recorded is not None else history.wrap(offset, message)
+                epoch = history.epoch
+                hub._local.discard(group)
             if seq is not None:
                 skip = self._excluded(seq)
-        hub._deliver(message, group, skip)
+        hub._deliver(message, group, skip, offset, epoch)
 
     def deliver_local(self, group: str, message: Message, seq: int) -> None:
         hub = self.hub
         history = hub._histories.get(group)
+        offset = epoch = None
         if history is not None:
+            if group not in hub._local:
+                # Other processes may give out the same offsets meanwhile: a new epoch
+                # of this process alone keeps each offset naming one message.
+                history.restart()
+                hub._local.add(group)
+                log.warning(
+                    "hub %s: group %s gets offsets from this process alone (epoch %s)",
+                    hub.name,
+                    group,
+                    history.epoch,
+                )
             message = history.append(message)
-        hub._deliver(message, group, self._excluded(seq))
+            offset, epoch = history.last, history.epoch
+        hub._deliver(message, group, self._excluded(seq), offset, epoch)
 
     def _excluded(self, seq: int) -> set[WebSocket] | tuple[()]:
         excluded = self.hub._excluded
@@ -550,13 +714,21 @@ class _Link:
             del excluded[first]
         return excluded.pop(seq, ())
 
-    def restore(self, group: str, entries: list[tuple[int, Message]]) -> None:
-        history = self.hub._histories.get(group)
+    def restore(
+        self, group: str, epoch: str, last: int, entries: list[tuple[int, Message]]
+    ) -> None:
+        hub = self.hub
+        history = hub._histories.get(group)
         if history is None:
             return
-        history.clear()
-        for offset, message in entries:
-            history.record(offset, message)
+        history.reset(epoch, last, entries)
+        hub._local.discard(group)
+        history._set_loaded()
+
+    def unavailable(self) -> None:
+        for history in self.hub._histories.values():
+            if not history.loaded:
+                history._set_loaded()
 
     def local_presence(self) -> dict[str, list[str]]:
         hub = self.hub

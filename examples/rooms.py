@@ -1,10 +1,16 @@
-"""Chat rooms with history: reconnect with the last offset you saw and get what you missed.
+"""Chat rooms with history: reconnect with the last offset and epoch you saw, get what you missed.
 
-Connect to ``ws://127.0.0.1:9003/room/NAME?last=OFFSET``. Every message a client sends
-goes to the room as ``{"offset": n, "text": ...}``. On connecting with ``last=N``, the
-client first receives the messages after ``N`` (in order), or ``{"too_old": oldest}``
-when the room's history (the last 100 messages of the last hour) no longer reaches
-back that far; ``last`` omitted means "only new messages".
+Connect to ``ws://127.0.0.1:9003/room/NAME?last=OFFSET&epoch=EPOCH``. Every message a
+client sends goes to the room as ``{"offset": n, "epoch": e, "text": ...}``. On
+connecting with ``last=N`` (and the ``epoch`` that came with it), the client first
+receives the messages after ``N`` (in order), then live ones, each once; or
+``{"reload": oldest}`` when the room's history (the last 100 messages of the last hour)
+no longer reaches back that far or its epoch is over (a restart): the client must then
+start afresh. ``last`` omitted means "only new messages".
+
+The same program serves many processes: ``python -m aiows serve rooms:room --workers 2
+--broker redis://127.0.0.1:6379/0`` (with ``examples/`` on ``PYTHONPATH``). A client that
+reconnects to another worker resumes there. ``aiows.Resumer`` is the client side.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ import aiows
 hub = aiows.Hub(name="rooms")
 
 
-def envelope(offset: int, message: aiows.Message) -> str:
-    return json.dumps({"offset": offset, "text": message})
+def envelope(offset: int, message: aiows.Message, epoch: str) -> str:
+    return json.dumps({"offset": offset, "epoch": epoch, "text": message})
 
 
 async def room(ws: aiows.WebSocket) -> None:
@@ -28,17 +34,20 @@ async def room(ws: aiows.WebSocket) -> None:
         await ws.close(1008, "use /room/NAME")
         return
     group = f"room:{name}"
-    hub.keep_history(group, maxlen=100, max_age=3600, envelope=envelope)
-    last = parse_qs(ws.request.query).get("last")
-    async with hub.joined(ws, group):
-        if last:
-            try:
-                hub.resume(ws, group, int(last[0]))
-            except aiows.HistoryTooOld as exc:
-                await ws.send(json.dumps({"too_old": exc.oldest}))
-            except ValueError:
-                await ws.close(1008, "last must be a number")
-                return
+    # Loaded from the backend (Redis) the first time this process sees the room.
+    history = hub.keep_history(group, maxlen=100, max_age=3600, envelope=envelope)
+    query = parse_qs(ws.request.query)
+    try:
+        last = int(query["last"][0]) if "last" in query else None
+    except ValueError:
+        await ws.close(1008, "last must be a number")
+        return
+    if last is not None:
+        try:  # joins the room: the replay first, then live messages, each once
+            await hub.resume(ws, group, last, query.get("epoch", [None])[0])
+        except aiows.HistoryTooOld:  # or its kind StaleEpoch: not recovered
+            await ws.send(json.dumps({"reload": history.oldest}))
+    async with hub.joined(ws, group):  # enters once the room's history is loaded
         async for message in ws:
             if isinstance(message, str):
                 hub.broadcast(message, group)

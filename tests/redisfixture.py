@@ -32,6 +32,7 @@ import aiows
 TIMEOUT = 10.0
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
+EXAMPLES = os.path.join(ROOT, "examples")
 
 
 class RedisServer:
@@ -84,7 +85,7 @@ def redis_server_in(tmp_path: Path) -> Iterator[RedisServer]:
 
 def python_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, TESTS, env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, TESTS, EXAMPLES, env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -176,9 +177,9 @@ async def app(ws: aiows.WebSocket) -> None:
     """
     assert ws.request is not None
     group = ws.request.path.strip("/") or "room"
-    HUB.join(ws, group)
     if ws.request.query.startswith("last="):
-        HUB.resume(ws, group, int(ws.request.query[5:]))
+        await HUB.resume(ws, group, int(ws.request.query[5:]))  # joins, then replays
+    HUB.join(ws, group)
     async for message in ws:
         if message == "pid":
             await ws.send(json.dumps({"pid": os.getpid()}))

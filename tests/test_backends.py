@@ -20,34 +20,38 @@ from aiows.backends.memory import MemoryBackend, MemoryBroker
 
 
 @pytest.mark.parametrize(
-    ("group", "message", "seq", "offset"),
+    ("group", "message", "seq", "offset", "epoch"),
     [
-        (None, "héllo", None, None),
-        ("room 1\nwith newline", b"\x00\xff binary", None, None),
-        ("news", "", 7, 42),
-        ("", b"", None, 1),
+        (None, "héllo", None, None, None),
+        ("room 1\nwith newline", b"\x00\xff binary", None, None, None),
+        ("news", "", 7, 42, "e1"),
+        ("", b"", None, 1, "0a1b2c3d4e5f"),
     ],
 )
-def test_wire_round_trip(group: str | None, message: aiows.Message, seq: Any, offset: Any) -> None:
-    packet = wire.decode(wire.encode("node-1", group, message, seq, offset))
-    assert packet == wire.Packet("node-1", group, message, seq, offset)
+def test_wire_round_trip(
+    group: str | None, message: aiows.Message, seq: Any, offset: Any, epoch: Any
+) -> None:
+    packet = wire.decode(wire.encode("node-1", group, message, seq, offset, epoch))
+    assert packet == wire.Packet("node-1", group, message, seq, offset, epoch)
     assert type(packet.message) is type(message)
 
 
-def test_wire_split_leaves_room_for_the_offset() -> None:
+def test_wire_split_leaves_room_for_the_epoch_and_offset() -> None:
     head, tail = wire.split("n", "g", "text", 3)
-    assert wire.decode(head + b"17" + tail) == wire.Packet("n", "g", "text", 3, 17)
+    assert wire.decode(head + b"ep 17" + tail) == wire.Packet("n", "g", "text", 3, 17, "ep")
 
 
 @pytest.mark.parametrize(
     "data",
     [
-        b"AW2 t n - - -\nnewer version",
+        b"AW3 t n - - - -\nnewer version",
+        b"AW1 t n - - -\nolder version, without epochs",
         b"hello",
-        b"AW1 x n - - -\nbad type",
-        b"AW1 t n - - 99\nshort",
-        b"AW1 t n - -\nmissing field",
-        b"AW1 t n - - -\n\xff\xfe not utf-8",
+        b"AW2 x n - - - -\nbad type",
+        b"AW2 t n - - - 99\nshort",
+        b"AW2 t n - - -\nmissing field",
+        b"AW2 t n - - - -\n\xff\xfe not utf-8",
+        b"AW2 t n - - x -\nbad offset",
     ],
 )
 def test_wire_refuses_other_versions_and_garbage(data: bytes) -> None:
@@ -56,8 +60,8 @@ def test_wire_refuses_other_versions_and_garbage(data: bytes) -> None:
 
 
 def test_wire_version_is_checked() -> None:
-    assert wire.VERSION == 1
-    assert wire.encode("n", None, "x").startswith(b"AW1 ")
+    assert wire.VERSION == 2
+    assert wire.encode("n", None, "x").startswith(b"AW2 ")
 
 
 # ------------------------------------------------------------------ choosing one

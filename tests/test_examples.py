@@ -168,9 +168,12 @@ async def test_rooms_replay_what_a_reconnecting_client_missed() -> None:
                 assert json.loads(await alice.recv())["text"] == text
         async with server.connect("/room/lobby?last=1") as bob:
             replay = [json.loads(await bob.recv()) for _ in range(2)]
-            assert replay == [{"offset": 2, "text": "two"}, {"offset": 3, "text": "three"}]
+            assert [(m["offset"], m["text"]) for m in replay] == [(2, "two"), (3, "three")]
         async with server.connect("/room/lobby?last=99") as carol:
-            assert json.loads(await carol.recv()) == {"too_old": 1}
+            assert json.loads(await carol.recv()) == {"reload": 1}
+        epoch = replay[0]["epoch"]
+        async with server.connect(f"/room/lobby?last=3&epoch={epoch}x") as dave:
+            assert json.loads(await dave.recv()) == {"reload": 1}  # another epoch
         async with server.connect("/nowhere") as lost:
             await lost.wait_closed()
         assert lost.close_code == 1008

@@ -317,16 +317,28 @@ async def test_compressed_broadcast_shared_with_no_context_takeover() -> None:
             await c.close()
 
 
-async def test_compression_with_context_takeover_sends_one_by_one() -> None:
+async def test_compression_with_context_takeover_sends_one_by_one_and_counts_it() -> None:
     async with room(compression=True) as (r, server):
         clients = [await client(server, compression="deflate") for _ in range(2)]
         members = [await r.next_member() for _ in range(2)]
         assert [m.protocol.frame_format for m in members] == [None, None]
+        wire: list[int] = []
+        for member in members:
+            write = member.protocol.transport.write  # type: ignore[union-attr]
+
+            def spy(data: Any, write: Any = write) -> None:
+                wire.append(len(data))
+                write(data)
+
+            instrument(member.protocol.transport, spy)
         for i in range(3):
             assert r.hub.broadcast(f"hello {i} " * 50) == 2
         for c in clients:
             assert [await recv(c) for _ in range(3)] == [f"hello {i} " * 50 for i in range(3)]
-        assert r.hub.stats().frames_encoded == 0
+        stats = r.hub.stats()
+        # Each member's frames are built for it alone, and what is really sent is counted.
+        assert stats.frames_encoded == 6 and stats.messages_sent == 6
+        assert stats.bytes_sent == sum(wire) and 0 < stats.bytes_sent < 6 * len("hello 0 " * 50)
         for c in clients:
             await c.close()
 
@@ -519,9 +531,8 @@ async def test_resume_after_reconnect() -> None:
     async def handler(ws: aiows.WebSocket) -> None:
         assert ws.request is not None
         last = int(ws.request.query.partition("=")[2] or 0)
-        hub.join(ws, "news")
         try:
-            hub.resume(ws, "news", last)
+            await hub.resume(ws, "news", last)
         except aiows.HistoryTooOld as exc:
             await ws.send(json.dumps({"too_old": exc.oldest}))
         async for _ in ws:
@@ -549,7 +560,7 @@ async def test_resume_after_reconnect() -> None:
         assert json.loads(await recv(c)) == {"too_old": 7}
         assert hub.history("news") is not None and hub.history("news").last == 11  # type: ignore[union-attr]
         with pytest.raises(LookupError):
-            hub.resume(hub.members()[0], "no-history", 0)
+            await hub.resume(hub.members()[0], "no-history", 0)
         await b.close()
         await c.close()
 

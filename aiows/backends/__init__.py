@@ -47,7 +47,10 @@ class BackendStats:
 
     ``published`` counts messages sent to other processes, ``received`` messages that came
     from them, ``failed`` messages that could not cross processes (each is also logged;
-    local members still got it), ``reconnects`` the sessions opened after the first.
+    local members still got it), ``reconnects`` the sessions opened after the first,
+    ``pending`` operations queued for the broker now (``pending_bytes`` their size), and
+    ``unreadable`` messages and history entries from the broker that could not be read
+    (another wire version, a missing field: skipped and logged, never fatal).
     """
 
     connected: bool
@@ -56,25 +59,42 @@ class BackendStats:
     failed: int
     reconnects: int
     pending: int
+    pending_bytes: int = 0
+    unreadable: int = 0
 
 
 class Receiver(Protocol):
     """What a backend calls back on: the hub, seen from its backend."""
 
     def deliver(
-        self, group: str | None, message: Message, offset: int | None, seq: int | None
+        self,
+        group: str | None,
+        message: Message,
+        offset: int | None,
+        seq: int | None,
+        epoch: str | None = None,
     ) -> None:
         """Deliver a message to local members of ``group`` (``None``: everyone).
 
-        ``offset`` is set for a group's history message (the process-wide sequence);
-        ``seq`` is the hub's own number for a message this process appended, else ``None``.
+        ``offset`` and ``epoch`` are set for a group's history message (the sequence
+        shared by every process); ``seq`` is the hub's own number for a message this
+        process appended, else ``None``. Every call is delivered: the hub never drops a
+        message because its history already holds the offset.
         """
 
     def deliver_local(self, group: str, message: Message, seq: int) -> None:
-        """Deliver a history message that could not be sequenced across processes."""
+        """Deliver a history message that could not be sequenced across processes
+        (the hub gives it an offset in an epoch of this process alone)."""
 
-    def restore(self, group: str, entries: list[tuple[int, Message]]) -> None:
-        """Replace the local history of ``group`` with ``entries`` (oldest first)."""
+    def restore(
+        self, group: str, epoch: str, last: int, entries: list[tuple[int, Message]]
+    ) -> None:
+        """Replace the local history of ``group`` with ``entries`` (oldest first) of
+        ``epoch``, whose latest offset is ``last``; the group's history is then loaded."""
+
+    def unavailable(self) -> None:
+        """The broker cannot be reached: histories waiting for a load stop waiting
+        (offsets are then given out by this process, in an epoch of its own)."""
 
     def local_presence(self) -> dict[str, list[str]]:
         """Return the members of this process, by group (to register them again)."""
@@ -125,7 +145,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def keep_history(self, group: str, maxlen: int | None) -> None:
-        """Keep the last ``maxlen`` messages of ``group`` and load them into the hub."""
+        """Keep the last ``maxlen`` messages of ``group`` and load them into the hub.
+
+        The load ends with :meth:`Receiver.restore`, or :meth:`Receiver.unavailable`
+        when the broker cannot be reached; one of them must come, in bounded time.
+        """
 
     @abc.abstractmethod
     def joined(self, group: str, member: str) -> None:

@@ -15,6 +15,7 @@ import uuid
 from collections import deque
 
 from ..connection import Message
+from ..history import new_epoch
 from . import Backend, BackendStats, Receiver
 from .wire import WireError, decode, encode
 
@@ -30,6 +31,7 @@ class MemoryBroker:
     def __init__(self) -> None:
         self.backends: dict[str, list[MemoryBackend]] = {}
         self.offsets: dict[tuple[str, str], int] = {}
+        self.epochs: dict[tuple[str, str], str] = {}
         self.streams: dict[tuple[str, str], deque[tuple[int, bytes]]] = {}
         self.members: dict[tuple[str, str], dict[str, str]] = {}
 
@@ -85,10 +87,11 @@ class MemoryBackend(Backend):
         if broker is None:
             return
         key = (self.name, group)
+        epoch = broker.epochs.setdefault(key, new_epoch())
         offset = broker.offsets[key] = broker.offsets.get(key, 0) + 1
-        data = encode(self.node, group, message, seq, offset)
+        data = encode(self.node, group, message, seq, offset, epoch)
         stream = broker.streams.setdefault(key, deque(maxlen=self._maxlen.get(group)))
-        stream.append((offset, encode(self.node, group, message, None, offset)))
+        stream.append((offset, encode(self.node, group, message, None, offset, epoch)))
         self._published += 1
         broker.send(self.name, data, self, loopback=True)
 
@@ -96,9 +99,12 @@ class MemoryBackend(Backend):
         self._maxlen[group] = maxlen
         if self.broker is None or self._receiver is None:
             return
-        stream = self.broker.streams.get((self.name, group), ())
+        key = (self.name, group)
+        epoch = self.broker.epochs.setdefault(key, new_epoch())
+        stream = self.broker.streams.get(key, ())
         entries = [(offset, decode(data).message) for offset, data in stream]
-        self._receiver.restore(group, entries[-maxlen:] if maxlen else entries)
+        entries = entries[-maxlen:] if maxlen else entries
+        self._receiver.restore(group, epoch, self.broker.offsets.get(key, 0), entries)
 
     def joined(self, group: str, member: str) -> None:
         if self.broker is not None:
@@ -125,7 +131,7 @@ class MemoryBackend(Backend):
             return
         self._received += 1
         mine = packet.seq if packet.origin == self.node else None
-        self._receiver.deliver(packet.group, packet.message, packet.offset, mine)
+        self._receiver.deliver(packet.group, packet.message, packet.offset, mine, packet.epoch)
 
     def stats(self) -> BackendStats:
         return BackendStats(
@@ -135,4 +141,5 @@ class MemoryBackend(Backend):
             failed=self._failed,
             reconnects=0,
             pending=0,
+            unreadable=self._failed,
         )

@@ -10,12 +10,15 @@ the default ``prefix`` ``aiows``, it uses:
 ``aiows:NAME:session:SESSION``      a key that lives ``presence_ttl`` seconds unless the
                                     process refreshes it (every third of that)
 ``aiows:NAME:history:GROUP``        stream: the group's last messages (``keep_history``)
-``aiows:NAME:offset:GROUP``         counter: the group's last offset
+``aiows:NAME:seq:GROUP``            hash: the group's ``epoch`` and last ``offset``
 ==================================  ===================================================
 
-A history message is sequenced by one Lua script (``INCR``, ``XADD``, ``PUBLISH``), so
-every process sees the same offsets in the same order. Presence entries of a process that
-died stop counting once its session key expires; readers then delete them.
+A history message is sequenced by one Lua script (``HINCRBY``, ``XADD``, ``PUBLISH``), so
+every process sees the same offsets in the same order. The epoch is created with the
+sequence: when Redis restarts without persistence the sequence starts again at 1 under a
+new epoch; a process that finds the sequence behind what it has seen (Redis restored an
+older snapshot) starts a new epoch too. Presence entries of a process that died stop
+counting once its session key expires; readers then delete them.
 
 When Redis is unreachable, broadcasts still reach this process's members; what could
 not cross is counted (:meth:`RedisBackend.stats`, ``failed``) and logged, and the backend
@@ -31,6 +34,7 @@ import contextlib
 import logging
 import os
 import random
+import secrets
 import socket
 import uuid
 from collections import deque
@@ -38,6 +42,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..connection import Message
+from ..history import new_epoch
 from . import Backend, BackendError, BackendStats, Receiver
 from .wire import WireError, decode, encode, split
 
@@ -53,13 +58,30 @@ __all__ = ["RedisBackend"]
 
 log = logging.getLogger(__name__)
 
-#: KEYS: counter, stream, channel; ARGV: head, tail, maxlen. Returns the offset.
+#: KEYS: sequence hash, stream, channel; ARGV: head, tail, maxlen, a new epoch in case the
+#: sequence has none. Returns the offset.
 _SEQUENCE = """
-local offset = redis.call('INCR', KEYS[1])
-local data = ARGV[1] .. offset .. ARGV[2]
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'o', offset, 'w', data)
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[4])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local data = ARGV[1] .. epoch .. ' ' .. offset .. ARGV[2]
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'o', offset, 'e', epoch, 'w', data)
 redis.call('PUBLISH', KEYS[3], data)
 return offset
+"""
+#: KEYS: sequence hash, stream; ARGV: a new epoch, count, the epoch and offset this
+#: process saw last. Returns the epoch, the last offset and the newest stream entries.
+#: A sequence behind what was seen in its epoch (an older snapshot restored) gets the
+#: new epoch: its next offsets would otherwise name messages already given out.
+_LOAD = """
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+if epoch == ARGV[3] and last < tonumber(ARGV[4]) then
+    epoch = ARGV[1]
+    redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+return {epoch, last, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])}
 """
 #: How many messages a stream keeps for a history bounded by age only.
 _STREAM_CAP = 10_000
@@ -71,10 +93,12 @@ class RedisBackend(Backend):
     """Broadcasts, presence and history of a hub through Redis at ``url``.
 
     Options: ``prefix`` of every key (default ``aiows``); ``presence_ttl``, seconds after
-    which a silent process's members stop counting (default 15); ``max_pending``,
-    operations queued for Redis before further broadcasts count as failed (default
-    10,000); ``backoff``, the first and longest wait between reconnection attempts
-    (default 0.1 and 5 seconds). Raises ``ImportError`` when ``redis`` is missing.
+    which a silent process's members stop counting (default 15); ``max_pending`` and
+    ``max_pending_bytes``, operations and bytes queued for Redis before further
+    broadcasts count as failed (default 10,000 and 16 MiB); ``timeout``, seconds
+    :meth:`presence` waits for Redis before it raises ``BackendError`` (default 5);
+    ``backoff``, the first and longest wait between reconnection attempts (default 0.1
+    and 5 seconds). Raises ``ImportError`` when ``redis`` is missing.
     """
 
     shared = True
@@ -86,6 +110,8 @@ class RedisBackend(Backend):
         prefix: str | None = None,
         presence_ttl: float | None = None,
         max_pending: int = 10_000,
+        max_pending_bytes: int = 16 * 2**20,
+        timeout: float = 5.0,
         backoff: tuple[float, float] = (0.1, 5.0),
     ) -> None:
         if aioredis is None:
@@ -93,9 +119,11 @@ class RedisBackend(Backend):
         self.url, options = _split_options(url)
         self.prefix = prefix or options.get("prefix", "aiows")
         self.presence_ttl = presence_ttl or float(options.get("presence_ttl", 15.0))
-        if self.presence_ttl <= 0 or max_pending <= 0:
-            raise ValueError("presence_ttl and max_pending must be positive")
+        if min(self.presence_ttl, max_pending, max_pending_bytes, timeout) <= 0:
+            raise ValueError("presence_ttl, max_pending(_bytes) and timeout must be positive")
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self.timeout = timeout
         self.backoff = backoff
         self.node = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.name = ""
@@ -104,6 +132,8 @@ class RedisBackend(Backend):
         self._history: dict[str, int | None] = {}
         self._loads: deque[str] = deque()
         self._outbox: deque[tuple[Any, ...]] = deque()
+        self._outbox_bytes = 0
+        self._seen: dict[str, tuple[str, int]] = {}  # group -> the last epoch and offset
         self._wake = asyncio.Event()
         self._drained: asyncio.Future[None] | None = None
         self._client: aioredis.Redis | None = None
@@ -114,6 +144,7 @@ class RedisBackend(Backend):
         self._accepting = True  # until the first attempt fails: queue, do not count
         self._up = asyncio.Event()
         self._published = self._received = self._failed = self._reconnects = 0
+        self._unreadable = 0
         self._lost_in_outage = 0
         self._down_since: float | None = None
 
@@ -161,13 +192,16 @@ class RedisBackend(Backend):
         while not self._closing:
             try:
                 await self._serve_session()
-            except (RedisError, OSError, WireError) as exc:
+            except Exception as exc:  # whatever happens, the backend keeps trying
+                if not isinstance(exc, (RedisError, OSError, asyncio.TimeoutError)):
+                    log.exception("hub %s: redis session failed unexpectedly", self.name)
                 was_up = self._down_since is None
                 self._went_down(exc)
                 if was_up:
                     delay = self.backoff[0]
-            assert self._attempted is not None
+            assert self._attempted is not None and self._receiver is not None
             self._attempted.set()
+            self._receiver.unavailable()
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self.backoff[1])
 
@@ -201,6 +235,7 @@ class RedisBackend(Backend):
             self._accepting = False
             self._up.clear()
             lost, self._outbox = list(self._outbox), deque()
+            self._outbox_bytes = 0
             self._lost(lost, None)
             for task in tasks:
                 task.cancel()
@@ -262,11 +297,28 @@ class RedisBackend(Backend):
     async def _load(self, client: aioredis.Redis, group: str) -> None:
         assert self._receiver is not None
         count = self._history.get(group) or _STREAM_CAP
-        raw: Any = await client.xrevrange(f"{self._keys}:history:{group}", count=count)
-        entries = []
-        for _, fields in reversed(raw):
-            entries.append((int(fields[b"o"]), decode(fields[b"w"]).message))
-        self._receiver.restore(group, entries)
+        seen_epoch, seen = self._seen.get(group, ("", 0))
+        keys = [f"{self._keys}:seq:{group}", f"{self._keys}:history:{group}"]
+        raw: Any = await client.eval(_LOAD, 2, *keys, new_epoch(), count, seen_epoch, seen)
+        epoch, last = raw[0].decode(), int(raw[1])
+        if epoch != seen_epoch and seen_epoch:
+            log.warning("hub %s: group %s is in a new epoch %s", self.name, group, epoch)
+        self._seen[group] = (epoch, last)
+        entries: list[tuple[int, Message]] = []
+        bad = 0
+        for _, flat in reversed(raw[2]):
+            try:
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                if fields.get(b"e", b"").decode() == epoch:
+                    entries.append((int(fields[b"o"]), decode(fields[b"w"]).message))
+            except (KeyError, ValueError, WireError, AttributeError):
+                bad += 1
+        if bad:
+            self._unreadable += bad
+            log.warning(
+                "hub %s: skipped %d unreadable history entries of group %s", self.name, bad, group
+            )
+        self._receiver.restore(group, epoch, last, entries)
 
     async def _listen(self, pubsub: Any, client: aioredis.Redis) -> None:
         while True:
@@ -283,15 +335,19 @@ class RedisBackend(Backend):
             packet = decode(data)
         except WireError as exc:
             self._failed += 1
+            self._unreadable += 1
             log.warning("hub %s: dropped an unreadable message from redis: %s", self.name, exc)
             return
+        group, offset, epoch = packet.group, packet.offset, packet.epoch
+        if offset is not None and group is not None and epoch is not None:
+            self._seen[group] = (epoch, offset)
         if packet.origin == self.node:
-            if packet.offset is None:
+            if offset is None:
                 return  # our own broadcast: its local members already have it
-            self._receiver.deliver(packet.group, packet.message, packet.offset, packet.seq)
+            self._receiver.deliver(group, packet.message, offset, packet.seq, epoch)
             return
         self._received += 1
-        self._receiver.deliver(packet.group, packet.message, packet.offset, None)
+        self._receiver.deliver(group, packet.message, offset, None, epoch)
 
     async def _write(self, client: aioredis.Redis) -> None:
         sequence = await client.script_load(_SEQUENCE)
@@ -304,6 +360,7 @@ class RedisBackend(Backend):
                 await self._wake.wait()
                 outbox = self._outbox
             batch = [outbox.popleft() for _ in range(min(len(outbox), _BATCH))]
+            self._outbox_bytes -= sum(_size(op) for op in batch)
             pipe = client.pipeline(transaction=False)
             for op in batch:
                 self._queue(pipe, sequence, op)
@@ -324,11 +381,11 @@ class RedisBackend(Backend):
             _, group, head, tail, _, _ = op
             maxlen = self._history.get(group) or _STREAM_CAP
             keys = [
-                f"{self._keys}:offset:{group}",
+                f"{self._keys}:seq:{group}",
                 f"{self._keys}:history:{group}",
                 f"{self._keys}:bus",
             ]
-            pipe.evalsha(sequence, len(keys), *keys, head, tail, maxlen)
+            pipe.evalsha(sequence, len(keys), *keys, head, tail, maxlen, secrets.token_hex(6))
         elif kind == "join":
             pipe.hset(f"{self._keys}:members:{op[1]}", op[2], self._session)
         else:
@@ -360,9 +417,15 @@ class RedisBackend(Backend):
     # ---------------------------------------------------------------- hub-facing
 
     def _enqueue(self, op: tuple[Any, ...]) -> bool:
-        if not self._accepting or len(self._outbox) >= self.max_pending:
+        size = _size(op)
+        if (
+            not self._accepting
+            or len(self._outbox) >= self.max_pending
+            or self._outbox_bytes + size > self.max_pending_bytes
+        ):
             return False
         self._outbox.append(op)
+        self._outbox_bytes += size
         self._wake.set()
         return True
 
@@ -392,6 +455,12 @@ class RedisBackend(Backend):
         client = self._client
         if client is None:
             raise BackendError("redis is unreachable: presence is unknown")
+        try:
+            return await asyncio.wait_for(self._presence(client, group), self.timeout)
+        except asyncio.TimeoutError:
+            raise BackendError(f"redis did not answer within {self.timeout} s") from None
+
+    async def _presence(self, client: aioredis.Redis, group: str) -> list[str]:
         key = f"{self._keys}:members:{group}"
         try:
             entries: dict[bytes, bytes] = await client.hgetall(key)  # type: ignore[assignment]
@@ -413,6 +482,8 @@ class RedisBackend(Backend):
             failed=self._failed,
             reconnects=self._reconnects,
             pending=len(self._outbox),
+            pending_bytes=self._outbox_bytes,
+            unreadable=self._unreadable,
         )
 
 
@@ -423,6 +494,15 @@ def _split_options(url: str) -> tuple[str, dict[str, str]]:
     ours = {k: v for k, v in query if k in _OPTIONS}
     rest = urlencode([(k, v) for k, v in query if k not in _OPTIONS])
     return urlunsplit(parts._replace(query=rest)), ours
+
+
+def _size(op: tuple[Any, ...]) -> int:
+    """The bytes an operation of the outbox holds (roughly, for the bound)."""
+    if op[0] == "pub":
+        return len(op[1]) + 64
+    if op[0] == "seq":
+        return len(op[2]) + len(op[3]) + 64
+    return len(op[1]) + len(op[2]) + 64
 
 
 async def _quietly(closing: Any) -> None:
