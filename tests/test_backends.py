@@ -178,3 +178,17 @@ def test_history_record_skips_duplicates_and_forgets_across_gaps() -> None:
         history.since(2)
     history.clear()
     assert history.last == 0 and len(history) == 0
+
+
+def test_redis_send_queue_is_bounded_by_bytes_too() -> None:
+    pytest.importorskip("redis")
+    from aiows.backends.redis import RedisBackend
+
+    backend = RedisBackend("redis://127.0.0.1:1/0", max_pending_bytes=20_000)
+    for _ in range(100):  # not connected yet: queued until the first attempt
+        backend.publish("g", "x" * 1000)
+    stats = backend.stats()
+    assert stats.pending < 20 and 0 < stats.pending_bytes <= 20_000
+    assert stats.failed == 100 - stats.pending
+    with pytest.raises(ValueError):
+        RedisBackend("redis://127.0.0.1:1/0", max_pending_bytes=0)

@@ -589,3 +589,45 @@ async def test_stats_count_what_happened() -> None:
         assert hub in aiows.Hub.instances()
         for c in clients:
             await c.close()
+
+
+async def test_resume_with_presence_announcements_replays_first_and_each_once() -> None:
+    """The README's presence pattern with resume: the replay comes strictly before any
+    live message of the group, and the join announced for the resuming member once."""
+    hub = aiows.Hub()
+    hub.keep_history(
+        "news", envelope=lambda o, m, e: json.dumps({"offset": o, "epoch": e, "text": m})
+    )
+    hub.subscribe(lambda event: hub.broadcast(f"{event.kind} #{event.ws.id}", event.group))
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        assert ws.request is not None
+        query = dict(p.split("=") for p in ws.request.query.split("&") if p)
+        if "last" in query:
+            try:
+                await hub.resume(ws, "news", int(query["last"]), query.get("epoch"))
+            except aiows.HistoryTooOld:
+                await ws.send(json.dumps({"reload": True}))
+        async with hub.joined(ws, "news"):
+            async for _ in ws:
+                pass
+
+    async with running(handler) as server:
+        a = await client(server, "/")
+        assert json.loads(await recv(a))["text"].startswith("join #")
+        hub.broadcast("n2", "news")
+        hub.broadcast("n3", "news")
+        epoch = hub.history("news").epoch  # type: ignore[union-attr]
+        b = await client(server, f"/?last=1&epoch={epoch}")
+        got = [json.loads(await recv(b)) for _ in range(3)]
+        assert [m["offset"] for m in got] == [2, 3, 4]
+        assert got[2]["text"].startswith("join #")  # its own join: once, after the replay
+        hub.broadcast("n5", "news")
+        assert json.loads(await recv(b))["offset"] == 5
+        c = await client(server, "/?last=1&epoch=gone")  # a stale epoch: no replay, ...
+        hub.broadcast("n7", "news")
+        got = [json.loads(await recv(c)) for _ in range(3)]
+        assert {"reload": True} in got  # ... but live messages: its join, n7
+        assert [m["offset"] for m in got if "offset" in m] == [6, 7]
+        for ws in (a, b, c):
+            await ws.close()

@@ -260,3 +260,126 @@ async def test_unreachable_redis_at_start_is_not_fatal(loop_errors: list[Any]) -
         with pytest.raises(aiows.backends.BackendError):
             await hub.presence("g")
         await ws.close()
+
+
+# ------------------------------------------------- rooms new to a process, epochs
+
+
+def envelope(offset: int, text: aiows.Message, epoch: str) -> str:
+    return json.dumps({"offset": offset, "epoch": epoch, "text": text})
+
+
+async def test_history_is_awaitable_and_loaded_in_a_process_new_to_it(
+    redis_server: RedisServer,
+) -> None:
+    broker = redis_server.url()
+    first = aiows.Hub(name="load", backend=RedisBackend(broker))
+    async with first:
+        mine = await first.keep_history("g", envelope=envelope)
+        for text in ("a", "b", "c"):
+            first.broadcast(text, "g")
+        await aiows_wait(lambda: mine.last == 3)
+        other = aiows.Hub(name="load", backend=RedisBackend(broker))
+        async with other:
+            loaded = await asyncio.wait_for(other.keep_history("g", envelope=envelope), TIMEOUT)
+            assert loaded.last == 3 and loaded.epoch == mine.epoch
+            assert [json.loads(m)["text"] for m in loaded.since(0, mine.epoch)] == list("abc")
+
+
+async def test_resume_with_presence_announcements_on_a_process_new_to_the_room(
+    redis_server: RedisServer,
+) -> None:
+    """The join a resuming member causes comes back from Redis once, after its replay."""
+    broker = redis_server.url()
+    hubs = [aiows.Hub(name="p", backend=RedisBackend(broker)) for _ in range(2)]
+
+    def serve_hub(hub: aiows.Hub) -> aiows.Handler:
+        hub.subscribe(lambda e: hub.broadcast(f"{e.kind} {e.ws.id}", e.group))
+
+        async def handler(ws: aiows.WebSocket) -> None:
+            assert ws.request is not None
+            hub.keep_history("room", envelope=envelope)
+            if ws.request.query:
+                last, epoch = ws.request.query.split(",")
+                await hub.resume(ws, "room", int(last), epoch)
+            async with hub.joined(ws, "room"):
+                async for message in ws:
+                    hub.broadcast(message, "room")
+
+        return handler
+
+    async with hubs[0], hubs[1]:
+        async with running(serve_hub(hubs[0])) as s1, running(serve_hub(hubs[1])) as s2:
+            a = await websockets.connect(url(s1), compression=None)
+            first = json.loads(await recv(a))  # its own join
+            for text in ("x", "y"):
+                await a.send(text)
+            assert [json.loads(await recv(a))["text"] for _ in range(2)] == ["x", "y"]
+            b = await websockets.connect(
+                url(s2, f"/?{first['offset']},{first['epoch']}"), compression=None
+            )
+            got = [json.loads(await recv(b)) for _ in range(3)]
+            assert [m["offset"] for m in got] == [2, 3, 4]
+            assert got[2]["text"].startswith("join ")
+            await a.send("z")
+            assert json.loads(await recv(b))["offset"] == 5
+            for ws in (a, b):
+                await ws.close()
+
+
+async def test_presence_times_out_while_redis_is_frozen(redis_server: RedisServer) -> None:
+    backend = RedisBackend(redis_server.url(), timeout=1.0)
+    hub = aiows.Hub(name="frozen", backend=backend)
+    async with hub:
+        await backend.wait_connected()
+        assert await hub.presence("g") == []
+        assert redis_server.process is not None
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(aiows.BackendError):
+                await asyncio.wait_for(hub.presence("g"), TIMEOUT)
+            assert loop.time() - started < 3
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        await aiows_wait(lambda: backend.connected)
+
+        async def answers() -> bool:
+            try:
+                return await hub.presence("g") == []
+            except aiows.BackendError:
+                return False
+
+        await until(answers)
+
+
+async def test_unreadable_history_entries_are_skipped_and_counted(
+    redis_server: RedisServer,
+) -> None:
+    """Entries of another wire version or with a missing field never stop the backend."""
+    import redis.asyncio as aioredis
+
+    broker = redis_server.url()
+    prefix = broker.rpartition("prefix=")[2]
+    good = [aiows.backends.wire.encode("n", "g", t, None, o, "E") for o, t in ((3, "c"), (4, "d"))]
+    client = aioredis.Redis(port=redis_server.port)
+    await client.hset(f"{prefix}:h:seq:g", mapping={"epoch": "E", "offset": 4})
+    stream = f"{prefix}:h:history:g"
+    await client.xadd(stream, {"o": 1, "e": "E", "w": b"AW1 t n - 1 1\ng" + b"old"})
+    await client.xadd(stream, {"o": 2, "e": "E"})  # no payload
+    for offset, data in zip((3, 4), good, strict=True):
+        await client.xadd(stream, {"o": offset, "e": "E", "w": data})
+    await client.aclose()
+
+    backend = RedisBackend(broker)
+    hub = aiows.Hub(name="h", backend=backend)
+    history = hub.keep_history("g")
+    await asyncio.wait_for(hub.start(), TIMEOUT)
+    try:
+        await asyncio.wait_for(history, TIMEOUT)
+        assert backend.connected and history.epoch == "E"
+        assert history.last == 4 and history.since(2) == ["c", "d"]
+        assert backend.stats().unreadable == 2 and backend.stats().reconnects == 0
+    finally:
+        await hub.close()
