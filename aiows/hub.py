@@ -579,6 +579,7 @@ class Hub:
         if self._starting is not None:
             await asyncio.shield(self._starting)
         await self.backend.close()
+        _Link(self).unavailable()  # nobody waits for a load that will not come
 
     async def __aenter__(self) -> Hub:
         await self.start()

@@ -383,3 +383,17 @@ async def test_unreadable_history_entries_are_skipped_and_counted(
         assert backend.stats().unreadable == 2 and backend.stats().reconnects == 0
     finally:
         await hub.close()
+
+
+async def test_rooms_do_not_wait_for_a_redis_that_is_down(loop_errors: list[Any]) -> None:
+    pytest.importorskip("redis")
+    backend = RedisBackend("redis://127.0.0.1:1/0", backoff=(5.0, 5.0))
+    hub = aiows.Hub(name="down", backend=backend)
+    early = hub.keep_history("early")
+    async with hub:
+        await asyncio.wait_for(early, TIMEOUT)  # the first attempt failed: local offsets
+        # Not until the next attempt (seconds away): a room kept now is ready at once.
+        late = await asyncio.wait_for(hub.keep_history("late"), 1.0)
+        assert late.loaded and not backend.stats().connected
+        hub.broadcast("alone", "late")
+        assert late.last == 1

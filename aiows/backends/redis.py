@@ -215,7 +215,8 @@ class RedisBackend(Backend):
             await pubsub.subscribe(f"{self._keys}:bus")
             session = f"{self.node}.{uuid.uuid4().hex[:6]}"
             await self._register(client, session)
-            for group in self._history:
+            self._loads.clear()  # groups kept from now on are queued for _listen
+            for group in list(self._history):
                 await self._load(client, group)
             self._client, self._session = client, session
             self._accepting = True
@@ -327,7 +328,10 @@ class RedisBackend(Backend):
                 continue
             item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.25)
             if item is not None and item.get("type") == "message":
-                self._on_bus(item["data"])
+                try:
+                    self._on_bus(item["data"])
+                except Exception:  # an application's envelope, say: never the session's end
+                    log.exception("hub %s: delivering a message from redis failed", self.name)
 
     def _on_bus(self, data: bytes) -> None:
         assert self._receiver is not None
@@ -442,8 +446,9 @@ class RedisBackend(Backend):
 
     def keep_history(self, group: str, maxlen: int | None) -> None:
         self._history[group] = maxlen
-        if self._client is not None:
-            self._loads.append(group)
+        self._loads.append(group)  # loaded by the session, now or when it comes up
+        if self._client is None and self._down_since is not None and self._receiver is not None:
+            self._receiver.unavailable()  # down: the hub must not wait for the load
 
     def joined(self, group: str, member: str) -> None:
         self._enqueue(("join", group, member))  # when down, registered on reconnection
