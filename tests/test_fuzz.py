@@ -272,9 +272,11 @@ def _violation(data: st.DataObject, stream: Stream) -> None:
         stream.control(0x9, payload * 7 + b"x" * 126)
     elif kind == "lone-continuation":
         stream.frame(0x0, payload)
-    elif kind == "interleaved":
-        stream.frame(0x1, b"", fin=False)
-        stream.frame(0x2, payload)
+    elif kind == "interleaved":  # a new message before the last one's final fragment
+        compressed = stream.deflate is not None and data.draw(st.booleans())
+        first = stream._compress(payload[:5]) if compressed else payload[:5]
+        stream.frame(0x1, first, fin=False, rsv=0b100 if compressed else 0)
+        stream.frame(0x2, payload, rsv=0b100 if compressed else 0)
     elif kind == "non-minimal-length":
         # NOTE 2: RFC 6455 §5.2 says the minimal length encoding MUST be used;
         # websockets accepts longer ones, wsproto (and the fast reader) fail with 1002.
