@@ -43,6 +43,7 @@ from .http import Headers, Request, Response
 from .hub import Hub, Presence
 from .loop import run
 from .protocol import State
+from .resume import Resumer
 from .server import Handler, ProcessRequest, Server, serve
 from .stats import HubStats
 
@@ -72,6 +73,7 @@ __all__ = [
     "Presence",
     "ProcessRequest",
     "ProxyError",
+    "Resumer",
     "Request",
     "Response",
     "Server",

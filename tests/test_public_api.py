@@ -20,7 +20,14 @@ import pytest
 
 import aiows
 
-PUBLIC_MODULES = ["aiows", "aiows.sync", "aiows.compat", "aiows.testing", "aiows.backends"]
+PUBLIC_MODULES = [
+    "aiows",
+    "aiows.sync",
+    "aiows.compat",
+    "aiows.testing",
+    "aiows.backends",
+    "aiows.resume",
+]
 #: Dunder methods a user calls through syntax (``async with``, ``await``, ``async for``).
 PROTOCOL_METHODS = frozenset({"__aenter__", "__await__", "__aiter__", "__anext__", "__enter__"})
 
