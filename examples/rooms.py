@@ -10,12 +10,19 @@ start afresh. ``last`` omitted means "only new messages".
 
 The same program serves many processes: ``python -m aiows serve rooms:room --workers 2
 --broker redis://127.0.0.1:6379/0`` (with ``examples/`` on ``PYTHONPATH``). A client that
-reconnects to another worker resumes there. ``aiows.Resumer`` is the client side.
+reconnects to another worker resumes there.
+
+``follow()`` is the client side, with ``aiows.Resumer``: ``python examples/rooms.py
+follow ws://127.0.0.1:9003/room/lobby`` prints the room and, when the connection drops,
+reconnects from where it was.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 import aiows
@@ -53,10 +60,31 @@ async def room(ws: aiows.WebSocket) -> None:
                 hub.broadcast(message, group)
 
 
+async def follow(uri: str, show: Callable[[str], None], retry: float = 1.0) -> None:
+    """Show every message of the room at ``uri``, each once, across reconnections."""
+    resumer = aiows.Resumer(uri)  # the last offset and epoch seen: the URI to come back with
+    while True:
+        try:
+            async with aiows.connect(resumer()) as ws:
+                async for message in ws:
+                    data = resumer.observe(message)
+                    if "reload" in data:  # not recovered: a real client reloads its view
+                        resumer.forget()
+                        show("(history lost: reload)")
+                    else:
+                        show(data["text"])
+        except (aiows.ConnectionClosed, aiows.ConnectError, OSError):
+            pass
+        await asyncio.sleep(retry)
+
+
 async def main() -> None:
     async with aiows.serve(room, "127.0.0.1", 9003) as server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    aiows.run(main())
+    if sys.argv[1:2] == ["follow"]:
+        aiows.run(follow(sys.argv[2], print))
+    else:
+        aiows.run(main())

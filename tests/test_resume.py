@@ -100,3 +100,30 @@ async def test_connect_with_a_resumer_computes_the_uri_at_each_attempt() -> None
             assert missed["text"] == "while away" and missed["offset"] == 2
             await ws.close()
             break
+
+
+async def test_the_rooms_client_follows_across_a_dropped_connection() -> None:
+    rooms = load_rooms()
+    group = "room:f"
+    shown: list[str] = []
+    async with running(rooms.room) as server:
+        follower = asyncio.ensure_future(
+            rooms.follow(url(server, "/room/f"), shown.append, retry=0.05)
+        )
+        try:
+            while rooms.hub.count(group) < 1:
+                await asyncio.sleep(0.01)
+            rooms.hub.broadcast("one", group)
+            (member,) = rooms.hub.members(group)
+            await member.close(1012, "restarting")  # the connection drops
+            rooms.hub.broadcast("missed", group)  # while it is away
+            while rooms.hub.count(group) < 1:
+                await asyncio.sleep(0.01)
+            rooms.hub.broadcast("live", group)
+            while len(shown) < 3:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            assert shown == ["one", "missed", "live"]
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
