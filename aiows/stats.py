@@ -32,7 +32,10 @@ class HubStats:
     """A snapshot of one hub's counters. Counters only grow; the rest is the present.
 
     ``messages_sent`` and ``bytes_sent`` count each member reached (a broadcast to 10
-    members is 10 messages); ``frames_encoded`` counts frames built for sharing;
+    members is 10 messages), compressed or not, replays of a resume included: what is
+    really written; ``frames_encoded`` counts frames built (once per broadcast and wire
+    format when members share frames, once per member that compresses with its own
+    context);
     latencies are seconds over the members' latest ping round trips (``None`` before
     any pong).
     """
@@ -101,7 +104,7 @@ _COUNTERS = {
     "broadcasts": "Broadcasts made",
     "messages_sent": "Messages written to members (one per member reached)",
     "bytes_sent": "Frame bytes written to members",
-    "frames_encoded": "Frames encoded for sharing among members",
+    "frames_encoded": "Frames encoded (once per shared format, or per member)",
     "messages_dropped": "Messages the drop policy skipped for slow members",
     "closed_slow": "Connections closed for being slow consumers",
 }

@@ -65,6 +65,26 @@ async def test_metrics_endpoint_serves_prometheus_text() -> None:
         assert info.value.code == 426
 
 
+async def test_metrics_count_bytes_sent_with_compression_on() -> None:
+    """Compression is the default: what it really sends is counted, in the hub and on
+    /metrics, whether members share frames or compress with their own context."""
+    hub = aiows.Hub(name="deflated")
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        async with hub.joined(ws, "g"):
+            async for message in ws:
+                hub.broadcast(message, "g")
+
+    async with running(handler) as server:  # compression on, with context (the default)
+        async with websockets.connect(url(server)) as c:
+            await c.send("hello " * 100)
+            assert await asyncio.wait_for(c.recv(), TIMEOUT) == "hello " * 100
+        found = samples(render_metrics([hub])[0].decode())
+        assert found[("aiows_hub_frames_encoded_total", "deflated")] == 1
+        assert 0 < found[("aiows_hub_bytes_sent_total", "deflated")] < 100
+        assert hub.stats().bytes_sent == found[("aiows_hub_bytes_sent_total", "deflated")]
+
+
 def _get(address: str) -> tuple[str, str]:
     with urllib.request.urlopen(address, timeout=TIMEOUT) as response:
         return response.read().decode(), response.headers["Content-Type"]
