@@ -227,6 +227,7 @@ class Protocol(asyncio.Protocol):
 
     __slots__ = (
         "_activity",
+        "_born",
         "_buffer",
         "_callbacks",
         "_close_rcvd",
@@ -240,6 +241,7 @@ class Protocol(asyncio.Protocol):
         "_fragmenting",
         "_handshake",
         "_head",
+        "_held",
         "_max_size",
         "_need",
         "_on_lost",
@@ -304,6 +306,7 @@ class Protocol(asyncio.Protocol):
         self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] | None = None
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         self._reading_paused = False
+        self._held = False
         self._write_paused = False
         self._discard = False
         self._fast = False
@@ -313,6 +316,8 @@ class Protocol(asyncio.Protocol):
         self._outbox_size = 0
         self._fragmenting = False
         self._activity = True
+        # The opening timer counts from the TCP accept, TLS handshake included.
+        self._born = self.loop.time()
         self._quick = False
         self._quick_ok = False
         self._rbuf = bytearray()
@@ -326,7 +331,10 @@ class Protocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.remote_address = tuple(peer[:2]) if isinstance(peer, tuple) else None
         transport.set_write_buffer_limits(high=self.config.write_limit)
-        self._start_timer(self.config.open_timeout, self._open_timed_out)
+        timeout = self.config.open_timeout
+        if timeout is not None:
+            timeout -= self.loop.time() - self._born
+        self._start_timer(timeout, self._open_timed_out)
 
     def data_received(self, data: bytes) -> None:
         conn = self._conn
@@ -352,6 +360,8 @@ class Protocol(asyncio.Protocol):
             elif kind is Ping:
                 if conn.state is ConnectionState.OPEN:
                     self._write(conn.send(event.response()))  # type: ignore[attr-defined]
+                    if self._write_paused:
+                        self._hold_reading()
             elif kind is Pong:
                 self._pong_received(event.payload)  # type: ignore[attr-defined]
             elif kind is CloseConnection:
@@ -476,6 +486,9 @@ class Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._held:
+            self._held = False
+            self._reading_changed(was_paused=True)
         self._wake_drain_waiters()
 
     # ------------------------------------------------------------------- the handshake
@@ -571,8 +584,7 @@ class Protocol(asyncio.Protocol):
         """Answer the handshake with a plain HTTP response and close the connection."""
         if self.transport is None or self.transport.is_closing():
             return
-        self._cancel_timer()
-        self.state = State.CLOSING
+        self._enter_closing()
         self.transport.write(response.encode())
         self.transport.close()
 
@@ -680,7 +692,7 @@ class Protocol(asyncio.Protocol):
         if self._opened is not None and not self._opened.done():
             self._opened.set_exception(exc)
             self._opened.exception()  # retrieved here; the caller awaits it
-        self.state = State.CLOSING
+        self._enter_closing()
         if self.transport is not None:
             self.transport.close()
 
@@ -903,8 +915,7 @@ class Protocol(asyncio.Protocol):
             return
         self._write(conn.send(CloseConnection(code=code, reason=reason)))
         self._close_sent = (code, reason)
-        self.state = State.CLOSING
-        self._start_timer(self.config.close_timeout, self._close_timed_out)
+        self._enter_closing()
 
     def _close_received(self, event: CloseConnection) -> None:
         conn = self._conn
@@ -919,7 +930,7 @@ class Protocol(asyncio.Protocol):
         else:
             self._fail(event.code, event.reason or "")
             return
-        self.state = State.CLOSING
+        self._enter_closing()
         assert self.receiver is not None
         self.receiver._receive_ended()
         self._finish_closing()
@@ -933,19 +944,29 @@ class Protocol(asyncio.Protocol):
             self._write(conn.send(CloseConnection(code=code, reason=reason[:100])))
             self._close_sent = (code, reason)
         self._discard = True
-        self.state = State.CLOSING
+        self._enter_closing()
         assert self.receiver is not None
         self.receiver._receive_ended()
         self._finish_closing()
 
+    def _enter_closing(self) -> None:
+        """Move to CLOSING and start the one timer that bounds the whole closing.
+
+        Whichever way closing begins (our close frame, the peer's, a protocol error, a
+        refused handshake), the TCP connection is aborted ``close_timeout`` seconds
+        later if it is still there: a peer that stopped reading cannot keep our
+        buffers, handler and connection slot by leaving ``transport.close()`` unflushed.
+        """
+        if self.state < State.CLOSING:
+            self.state = State.CLOSING
+            self._start_timer(self.config.close_timeout, self._close_timed_out)
+
     def _finish_closing(self) -> None:
         # The server closes the TCP connection first (RFC 6455 §7.1.1); a client waits
-        # for the server to do so, then gives up after close_timeout.
+        # for the server to do so. Either way the closing timer runs on: close() only
+        # flushes, and a peer that does not read would make it wait for ever.
         assert self.transport is not None
-        if self.client:
-            self._start_timer(self.config.close_timeout, self._close_timed_out)
-        else:
-            self._cancel_timer()
+        if not self.client:
             self.transport.close()
 
     def _close_timed_out(self) -> None:
@@ -995,23 +1016,48 @@ class Protocol(asyncio.Protocol):
 
     # ----------------------------------------------------------------- flow control
 
+    # Reading stops for two reasons, each with its own flag: the application's inbox is
+    # full (pause_reading), or a pong was written into a write buffer above write_limit
+    # (_hold_reading). The socket is read again only when neither holds.
+
     def pause_reading(self) -> None:
         """Stop reading from the socket (the application's inbox is full)."""
-        if not self._reading_paused and self.transport is not None:
+        if not self._reading_paused:
             self._reading_paused = True
-            if not self.transport.is_closing():
-                self.transport.pause_reading()
+            self._reading_changed(was_paused=self._held)
 
     def resume_reading(self) -> None:
-        """Read from the socket again."""
-        if self._reading_paused and self.transport is not None:
+        """Read from the socket again, unless pongs wait for the write buffer to drain."""
+        if self._reading_paused:
             self._reading_paused = False
-            if not self.transport.is_closing():
-                self.transport.resume_reading()
+            self._reading_changed(was_paused=True)
+
+    def _hold_reading(self) -> None:
+        # Every ping gets its pong, even above write_limit; a peer that pings and never
+        # reads would make us buffer pongs without end, so read nothing more from it
+        # until the buffer drains (resume_writing). Its pongs thus stay under
+        # write_limit plus one read's worth.
+        if not self._held:
+            self._held = True
+            self._reading_changed(was_paused=self._reading_paused)
+
+    def _reading_changed(self, was_paused: bool) -> None:
+        paused = self._reading_paused or self._held
+        transport = self.transport
+        if paused is was_paused or transport is None or transport.is_closing():
+            return
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     @property
     def reading_paused(self) -> bool:
-        """True while reading is paused because the application is busy."""
+        """True while reading is paused because the application is busy.
+
+        Not while it is paused for a peer that does not read its pongs: that silence
+        is the peer's doing (see :attr:`write_paused`).
+        """
         return self._reading_paused
 
     def take_activity(self) -> bool:

@@ -1,0 +1,190 @@
+"""The protocol under peers that stop reading: bounded buffers, closings that end.
+
+Real sockets on 127.0.0.1; the misbehaving peer is a raw socket with a small receive
+buffer that never reads, so that the server's writes back up for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+import websockets
+from conftest import TIMEOUT, echo, running, url
+from hubtools import RawClient, wait_for
+from rawclient import frame, handshake
+
+import aiows
+
+#: asyncio reads at most this much per ``data_received`` (the pongs of one read).
+READ_SIZE = 2**18
+
+
+async def assert_others_served(server: aiows.Server) -> None:
+    async with websockets.connect(url(server), ping_interval=None) as client:
+        await client.send("still serving")
+        assert await asyncio.wait_for(client.recv(), TIMEOUT) == "still serving"
+
+
+async def deaf_client(server: aiows.Server) -> RawClient:
+    """Return a raw client that reads nothing (until ``transport.resume_reading()``)."""
+    raw = await RawClient.connect(server, rcvbuf=4096)
+    raw.writer.transport.pause_reading()  # its StreamReader would read 4 MiB otherwise
+    return raw
+
+
+def shrink_send_buffer(ws: aiows.WebSocket) -> None:
+    """Make the server's kernel buffer for ``ws`` small, so its writes back up soon."""
+    assert ws.protocol.transport is not None
+    sock = ws.protocol.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+
+async def test_ping_flood_from_a_peer_that_never_reads_stays_bounded() -> None:
+    limit = 2**16
+    async with running(echo, write_limit=limit, compression=False) as server:
+        raw = await deaf_client(server)
+        await wait_for(lambda: len(server.connections) == 1)
+        shrink_send_buffer(server.connections[0])
+        protocol = server.connections[0].protocol
+        raw.writer.write(frame(b"p" * 125, opcode=0x9) * 100_000)  # 13 MB of pings
+        transport = raw.writer.transport
+        peak, last, still = 0, -1, 0
+        # Until the server stops taking the pings (or has taken them all).
+        while still < 50 and transport.get_write_buffer_size():
+            await asyncio.sleep(0.01)
+            peak = max(peak, protocol.write_buffer_size())
+            size = transport.get_write_buffer_size()
+            still = still + 1 if size == last else 0
+            last = size
+        peak = max(peak, protocol.write_buffer_size())
+        assert peak <= limit + READ_SIZE, f"{peak} bytes of pongs buffered"
+        assert transport.get_write_buffer_size() > 0, "the server read every ping"
+        await assert_others_served(server)
+        raw.close()
+
+
+async def test_pause_for_pongs_and_for_a_full_inbox_combine() -> None:
+    """Reading resumes only when neither the write buffer nor the inbox holds it back."""
+    served: list[aiows.WebSocket] = []
+    release = asyncio.Event()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        served.append(ws)
+        await release.wait()  # the app is busy: its inbox fills
+        async for message in ws:
+            await ws.send(message)
+
+    limit, group, messages = 2**16, 6000, 6
+    async with running(handler, write_limit=limit, max_queue=1, compression=False) as server:
+        raw = await deaf_client(server)
+        await wait_for(lambda: bool(served))
+        ws = served[0]
+        shrink_send_buffer(ws)
+        pings = frame(b"p" * 125, opcode=0x9) * group  # more than one read
+        raw.writer.write(b"".join(pings + frame(b"m%d" % i) for i in range(messages)))
+        await wait_for(lambda: ws.protocol.write_paused)
+        await asyncio.sleep(0.3)
+        assert ws.protocol.write_buffer_size() <= limit + READ_SIZE
+        # The peer reads the first group's pongs: the write buffer empties, but the
+        # inbox holds m0, so reading stays paused.
+        raw.writer.transport.resume_reading()
+        for _ in range(group):
+            assert (await raw.frame()).opcode == 0xA
+        await wait_for(lambda: ws.pending_messages == 1 and ws.protocol.reading_paused)
+        await asyncio.sleep(0.3)
+        assert ws.pending_messages == 1 and ws.protocol.reading_paused
+        release.set()
+        frames = [await raw.frame() for _ in range(group * (messages - 1) + messages)]
+        texts = [f.payload for f in frames if f.opcode == 0x1]
+        assert texts == [b"m%d" % i for i in range(messages)]
+        raw.close()
+
+
+# ------------------------------------------------------------------------ closing
+
+
+def peek(sock: socket.socket) -> bool:
+    """Return True once bytes wait in ``sock``, without reading them."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
+
+
+async def fill_window(server: aiows.Server) -> tuple[RawClient, aiows.WebSocket]:
+    """Connect a peer that never reads, and send it data until both buffers are full."""
+    raw = await deaf_client(server)
+    await wait_for(lambda: len(server.connections) == 1)
+    ws = server.connections[0]
+    shrink_send_buffer(ws)
+    protocol = ws.protocol
+    for _ in range(3):  # full, and still full a little later: nothing moves
+        await wait_for(lambda: protocol.write_paused)
+        await asyncio.sleep(0.1)
+    return raw, ws
+
+
+async def flood(ws: aiows.WebSocket) -> None:
+    try:
+        while True:
+            await ws.send(bytes(2**16))
+    except aiows.ConnectionClosed:
+        pass
+
+
+@pytest.fixture
+async def flooding() -> AsyncIterator[aiows.Server]:
+    async with running(flood, close_timeout=0.5, compression=False) as server:
+        yield server
+
+
+@pytest.mark.parametrize("how", ["our-close", "peer-close", "protocol-error"])
+async def test_closing_with_a_peer_that_does_not_read_ends_after_close_timeout(
+    flooding: aiows.Server, how: str
+) -> None:
+    raw, ws = await fill_window(flooding)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    if how == "our-close":
+        ws.protocol.close(1001, "bye")
+        raw.send(0x8, struct.pack("!H", 1000))  # answered without reading ours
+    elif how == "peer-close":
+        raw.send(0x8, struct.pack("!H", 1000))
+    else:
+        raw.send(0x3, b"reserved opcode")
+    await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+    assert loop.time() - start < TIMEOUT / 2
+    await wait_for(lambda: not flooding.connections)
+    raw.close()
+
+
+async def test_rejected_handshake_with_a_peer_that_does_not_read_ends_after_close_timeout() -> None:
+    page = aiows.Response(403, b"x" * 2**24)  # more than any socket buffer takes
+
+    def refuse(request: aiows.Request) -> aiows.Response | None:
+        return page if request.path == "/big" else None
+
+    options = {"close_timeout": 0.5, "max_connections": 1, "process_request": refuse}
+    async with running(echo, **options) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", server.port))
+        await loop.sock_sendall(sock, handshake("/big"))
+        await wait_for(lambda: peek(sock))  # the refusal is on its way; nothing is read
+        # It holds the only connection slot only until close_timeout.
+        deadline = loop.time() + TIMEOUT
+        while True:
+            try:
+                await assert_others_served(server)
+                break
+            except websockets.InvalidStatus as exc:
+                assert exc.response.status_code == 503
+                assert loop.time() < deadline, "the rejected connection kept its slot"
+                await asyncio.sleep(0.1)
+        sock.close()
