@@ -397,3 +397,29 @@ async def test_rooms_do_not_wait_for_a_redis_that_is_down(loop_errors: list[Any]
         assert late.loaded and not backend.stats().connected
         hub.broadcast("alone", "late")
         assert late.last == 1
+
+
+async def test_a_sequence_that_went_back_gets_a_new_epoch(redis_server: RedisServer) -> None:
+    """Redis restored from an older snapshot: the offsets it would give out again were
+    already given out, so the process that saw them starts a new epoch."""
+    import redis.asyncio as aioredis
+
+    broker = redis_server.url()
+    prefix = broker.rpartition("prefix=")[2]
+    backend = RedisBackend(broker, backoff=(0.05, 0.1))
+    hub = aiows.Hub(name="snap", backend=backend)
+    async with hub:
+        history = await hub.keep_history("g")
+        for text in "abcde":
+            hub.broadcast(text, "g")
+        await aiows_wait(lambda: history.last == 5)
+        before = history.epoch
+        client = aioredis.Redis(port=redis_server.port)
+        await client.hset(f"{prefix}:snap:seq:g", "offset", 2)  # as an older snapshot has it
+        await client.client_kill_filter(_type="pubsub")  # the backend reconnects and reloads
+        await client.client_kill_filter(_type="normal", skipme=True)
+        await client.aclose()
+        await aiows_wait(lambda: history.epoch != before)
+        hub.broadcast("f", "g")
+        await aiows_wait(lambda: history.last == 3)
+        assert history.since(2, history.epoch) == ["f"]  # offset 3 of a new epoch, not of the old
