@@ -58,6 +58,7 @@ HeadersLike = Mapping[str, str] | Headers | Iterable[tuple[str, str]]
 
 USER_AGENT = f"aiows/{__version__} Python/{sys.version_info[0]}.{sys.version_info[1]}"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_TRANSIENT_4XX = frozenset({408, 425, 429})
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +119,23 @@ def parse_uri(uri: str) -> WebSocketURI:
 def is_transient(exc: BaseException) -> bool:
     """Return True when trying again later may succeed after ``exc`` (used by reconnect).
 
-    Refused or lost connections, timeouts, garbage answers and 5xx or 429 statuses are
-    transient; other 4xx statuses, bad addresses, rejected certificates and too many
-    redirects are permanent.
+    Refused or lost connections, timeouts, garbage answers, 5xx statuses and the 4xx
+    statuses that mean "not now" (408 Request Timeout, 425 Too Early, 429 Too Many
+    Requests) are transient. Every other status (401, 403, 404...: asking again will
+    get the same answer), bad addresses, rejected certificates and too many redirects
+    are permanent.
     """
     if isinstance(exc, InvalidStatus):
-        return exc.status_code >= 500 or exc.status_code == 429
+        return _transient_status(exc.status_code)
     if isinstance(exc, ProxyError):
-        return exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429
+        return exc.status_code is None or _transient_status(exc.status_code)
     if isinstance(exc, ConnectError):
         return not isinstance(exc.__cause__, ssl_module.SSLCertVerificationError)
     return isinstance(exc, (OpenTimeout, InvalidMessage, ConnectionClosed))
+
+
+def _transient_status(status: int) -> bool:
+    return status >= 500 or status in _TRANSIENT_4XX
 
 
 class connect:  # used like a function, as in websockets and asyncio
@@ -163,7 +170,7 @@ class connect:  # used like a function, as in websockets and asyncio
     :class:`~aiows.InvalidMessage`, :class:`~aiows.InvalidHandshake` (too many redirects)
     or :class:`~aiows.InvalidURI`. With ``async for``, transient failures (see
     :func:`is_transient`) are retried with exponential backoff and jitter; a permanent
-    one (a 4xx other than 429) is raised.
+    one (a 4xx other than 408, 425 and 429) is raised at once.
     """
 
     def __init__(

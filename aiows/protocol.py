@@ -666,20 +666,25 @@ class Protocol(asyncio.Protocol):
             if not event.has_body:
                 self._reject_done()
             else:
-                self._reject_body(self._trailing)
+                # wsproto may already have parsed the end of the body (Content-Length: 0).
+                self._reject_body(self._trailing, tuple(events[1:]))
 
-    def _reject_body(self, data: bytes) -> None:
+    def _reject_body(self, data: bytes, parsed: tuple[object, ...] = ()) -> None:
+        """Collect a rejection's body: Content-Length bytes, chunks, or until the close
+        (then :meth:`_handshake_lost` raises it); stop at ``_MAX_REJECT_BODY`` bytes."""
         assert self._reject is not None and self._handshake is not None
         body = self._reject[2]
-        try:
-            self._handshake.receive_data(data)
-            events = list(self._handshake.events())
-        except RemoteProtocolError:
-            events = [RejectData(data=b"", body_finished=True)]
+        events: list[object] = list(parsed)
+        if data:  # h11 reads b"" as the end of the connection: connection_lost says that
+            try:
+                self._handshake.receive_data(data)
+                events += self._handshake.events()
+            except RemoteProtocolError:
+                events.append(RejectData(data=b"", body_finished=True))
         for event in events:
             if isinstance(event, RejectData):
                 body += event.data[: _MAX_REJECT_BODY - len(body)]
-                if event.body_finished:
+                if event.body_finished or len(body) >= _MAX_REJECT_BODY:
                     self._reject_done()
                     return
 

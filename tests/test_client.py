@@ -859,3 +859,63 @@ async def test_rejected_handshake_body_is_bounded() -> None:
             await aiows.connect(f"ws://127.0.0.1:{port}/", proxy=None)
     assert info.value.status_code == 403
     assert len(info.value.body) == 2**16  # kept up to 64 KiB, never the whole body
+
+
+# ------------------------------------------- rejections from keep-alive servers
+
+
+async def first_connection(uri: Any, **options: Any) -> None:
+    """Run the reconnecting loop until its first connection (which must not happen)."""
+    async for _ in aiows.connect(uri, **FAST, **options):
+        pytest.fail("connected")
+
+
+@pytest.mark.parametrize(
+    ("parts", "body"),
+    [
+        ([b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n"], b""),
+        ([b"HTTP/1.1 403 Forbidden\r\nContent-Length: 7\r\n\r\n", b"go ", b"away"], b"go away"),
+        ([b"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n",
+          b"3\r\nnot\r\n", b"4\r\n you\r\n0\r\n\r\n"], b"not you"),
+        ([b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno"], b"no"),
+    ],
+    ids=["empty", "later-packets", "chunked", "same-packet"],
+)  # fmt: skip
+async def test_rejection_from_a_keep_alive_server_is_raised_at_once(
+    parts: list[bytes], body: bytes, attempts: Attempts
+) -> None:
+    async def keep_alive(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int
+    ) -> None:
+        await read_request(reader)
+        for part in parts:  # in separate packets, and the connection stays open
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    async with raw_server(keep_alive) as raw:
+        with pytest.raises(aiows.InvalidStatus) as info:
+            await asyncio.wait_for(
+                first_connection(raw_url(raw), open_timeout=TIMEOUT), 2 * TIMEOUT
+            )
+        assert info.value.body == body
+        assert raw.connections == 1  # a 4xx is permanent: never retried
+        await asyncio.wait_for(raw.client_left.wait(), TIMEOUT)
+    assert attempts.count == 0
+
+
+async def test_rejection_body_until_close_when_no_length() -> None:
+    reply = b"HTTP/1.1 403 Forbidden\r\n\r\nuntil the end"
+    async with raw_server(answer(reply, close=True)) as raw:
+        with pytest.raises(aiows.InvalidStatus) as info:
+            await aiows.connect(raw_url(raw), open_timeout=TIMEOUT, proxy=None)
+    assert info.value.body == b"until the end"
+
+
+@pytest.mark.parametrize(
+    ("status", "transient"),
+    [(400, False), (401, False), (403, False), (404, False), (410, False), (408, True),
+     (425, True), (429, True), (500, True), (502, True), (503, True), (200, False)],
+)  # fmt: skip
+def test_which_statuses_are_transient(status: int, transient: bool) -> None:
+    assert is_transient(aiows.InvalidStatus(status, [], b"")) is transient
