@@ -2,10 +2,16 @@
 
 One :class:`Heartbeat` serves every connection of a server (or of a client) with a
 single ``call_later`` chain, not a task per connection. A connection is pinged after
-``ping_interval`` seconds in which nothing arrived from it, and closed with 1011 when
-nothing at all (pong or otherwise) arrives within ``ping_timeout`` after that. A
-connection whose reading *we* paused (the application is busy) is never declared
-dead: its silence is ours, not the peer's.
+``ping_interval`` seconds in which the peer made no progress, and closed with 1011
+when it makes none (pong or otherwise) within ``ping_timeout`` after that. Progress is
+counted by frames (see :meth:`~aiows.protocol.Protocol.take_activity`): a complete
+frame, or a frame still arriving at 64 KiB/s or more; a byte now and then inside a
+frame is no sign of life.
+
+A connection is also closed with 1011 when its write buffer stays above
+``write_limit`` without shrinking for ``ping_timeout``: the peer stopped reading what
+we send. A connection whose reading *we* paused (the application is busy) is never
+declared dead on either count: its silence, and maybe its stalled reading, are ours.
 
 The server makes one per server (``Server.heartbeat``); the latency measured by its
 pings is each connection's :attr:`~aiows.WebSocket.latency`, which the hub's stats
@@ -32,9 +38,11 @@ class Heartbeat:
         "_handle",
         "_idle",
         "_members",
+        "_stalls",
         "interval",
         "loop",
         "pings_sent",
+        "stalled",
         "ticks",
         "timed_out",
         "timeout",
@@ -47,6 +55,8 @@ class Heartbeat:
         self._members: set[Protocol] = set()
         self._idle: dict[Protocol, float] = {}
         self._deadlines: dict[Protocol, float] = {}
+        # For a full write buffer: when it last shrank, and its size then.
+        self._stalls: dict[Protocol, tuple[float, int]] = {}
         self._handle: asyncio.TimerHandle | None = None
         #: Passes made over the connections so far.
         self.ticks = 0
@@ -54,6 +64,8 @@ class Heartbeat:
         self.pings_sent = 0
         #: Connections closed with 1011 because no pong came in time.
         self.timed_out = 0
+        #: Connections closed with 1011 because their write buffer stalled.
+        self.stalled = 0
 
     @property
     def tick(self) -> float:
@@ -72,6 +84,7 @@ class Heartbeat:
         self._members.discard(protocol)
         self._idle.pop(protocol, None)
         self._deadlines.pop(protocol, None)
+        self._stalls.pop(protocol, None)
 
     def stop(self) -> None:
         """Cancel the timer; connections are no longer watched."""
@@ -99,7 +112,16 @@ class Heartbeat:
         self._handle = self.loop.call_later(self.tick, self._run) if self._members else None
 
     def _check(self, protocol: Protocol, now: float) -> None:
-        if protocol.take_activity() or protocol.reading_paused:
+        if self._write_stalled(protocol, now):
+            log.info(
+                "conn %d: write buffer stalled for ping_timeout, closing with 1011", protocol.id
+            )
+            self.discard(protocol)
+            self.stalled += 1
+            protocol.close(1011, "write timeout")
+            return
+        idle = self._idle.setdefault(protocol, now)
+        if protocol.take_activity(now - idle) or protocol.reading_paused:
             # Heard from the peer, or silent because we stopped reading: alive.
             self._idle[protocol] = now
             self._deadlines.pop(protocol, None)
@@ -112,12 +134,29 @@ class Heartbeat:
                 self.timed_out += 1
                 protocol.close(1011, "keepalive ping timeout")
             return
-        if now - self._idle.setdefault(protocol, now) >= self.interval:
+        if now - idle >= self.interval:
             waiter = protocol.ping()
             self.pings_sent += 1
             waiter.add_done_callback(_ignore_result)
             if self.timeout is not None:
                 self._deadlines[protocol] = now + self.timeout
+
+    def _write_stalled(self, protocol: Protocol, now: float) -> bool:
+        """True when the write buffer stayed full, never shrinking, for ``timeout``.
+
+        Not while the application is busy: we stopped reading from the peer, which
+        may itself be blocked writing to us before it reads again.
+        """
+        if self.timeout is None or not protocol.write_paused or protocol.reading_paused:
+            self._stalls.pop(protocol, None)
+            return False
+        size = protocol.write_buffer_size()
+        stall = self._stalls.get(protocol)
+        if stall is None or size < stall[1]:  # bytes left the buffer: progress
+            self._stalls[protocol] = (now, size)
+            return False
+        self._stalls[protocol] = (stall[0], size)
+        return now - stall[0] >= self.timeout
 
 
 def _ignore_result(future: asyncio.Future[float]) -> None:

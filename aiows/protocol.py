@@ -59,6 +59,8 @@ _MAX_REJECT_BODY = 2**16
 _COALESCE = 16384
 #: The frame format of a connection without compression (see :attr:`Protocol.frame_format`).
 PLAIN = 0
+#: Bytes per second inside a frame that count as the peer's progress for keepalive.
+PROGRESS_RATE = 2**16
 
 
 class State(enum.IntEnum):
@@ -255,6 +257,7 @@ class Protocol(asyncio.Protocol):
         "_quick_ok",
         "_rbuf",
         "_reading_paused",
+        "_received",
         "_reject",
         "_timer",
         "_trailing",
@@ -316,6 +319,7 @@ class Protocol(asyncio.Protocol):
         self._outbox_size = 0
         self._fragmenting = False
         self._activity = True
+        self._received = 0
         # The opening timer counts from the TCP accept, TLS handshake included.
         self._born = self.loop.time()
         self._quick = False
@@ -343,9 +347,13 @@ class Protocol(asyncio.Protocol):
             return
         if self._discard or conn.state is ConnectionState.CLOSED:
             return
-        self._activity = True
+        self._received += len(data)
         if self._quick:
+            held = len(self._rbuf)
             rest = self._read_frames(data)
+            # The fast path takes whole frames only: bytes gone means frames completed.
+            if (len(self._rbuf) if rest is None else len(rest)) < held + len(data):
+                self._activity = True
             if rest is None:
                 return
             data = rest
@@ -356,8 +364,12 @@ class Protocol(asyncio.Protocol):
         for event in conn.events():
             kind = type(event)
             if kind is TextMessage or kind is BytesMessage:
+                if event.frame_finished:  # type: ignore[attr-defined]
+                    self._activity = True
                 receiver._receive(event.data, event.message_finished)  # type: ignore[attr-defined]
-            elif kind is Ping:
+                continue
+            self._activity = True  # a control frame arrives whole
+            if kind is Ping:
                 if conn.state is ConnectionState.OPEN:
                     self._write(conn.send(event.response()))  # type: ignore[attr-defined]
                     if self._write_paused:
@@ -1065,10 +1077,22 @@ class Protocol(asyncio.Protocol):
         """
         return self._reading_paused
 
-    def take_activity(self) -> bool:
-        """Return whether bytes arrived since the last call, and reset the flag."""
-        seen, self._activity = self._activity, False
-        return seen
+    def take_activity(self, elapsed: float = 0.0) -> bool:
+        """Return whether the peer made progress since the last time this said so.
+
+        Progress is counted by frames, not bytes: a frame completed (data, fragment,
+        ping, pong or close), or bytes of a frame still arriving at
+        :data:`PROGRESS_RATE` (64 KiB/s) or faster on average over the ``elapsed``
+        seconds since the last progress. A peer that feeds one frame a byte at a time
+        is thus idle and gets pinged (its pong cannot arrive inside the frame), while
+        a large message arriving at an honest pace is not cut. The keepalive
+        (:class:`~aiows.heartbeat.Heartbeat`) calls this on every tick.
+        """
+        if self._activity or self._received >= PROGRESS_RATE * elapsed:
+            self._activity = False
+            self._received = 0
+            return True
+        return False
 
     # ------------------------------------------------------------------------ timers
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -14,6 +17,7 @@ import pytest
 import websockets
 from conftest import TIMEOUT, running, url
 from hubtools import RawClient, wait_for
+from rawclient import frame
 
 import aiows
 from aiows.heartbeat import Heartbeat
@@ -124,6 +128,152 @@ async def test_latency_is_measured_and_reaches_hub_stats() -> None:
         assert 0 < stats.latency_p50 <= stats.latency_p99 < TIMEOUT
         for c in clients:
             await c.close()
+
+
+# ------------------------------------------------- peers that do not read, or trickle
+
+
+async def deaf_client(server: aiows.Server) -> RawClient:
+    """Return a raw client that reads nothing until ``transport.resume_reading()``."""
+    raw = await RawClient.connect(server, rcvbuf=4096)
+    raw.writer.transport.pause_reading()  # its StreamReader would read 4 MiB otherwise
+    return raw
+
+
+def shrink_send_buffer(ws: aiows.WebSocket) -> None:
+    """Make the server's kernel buffer for ``ws`` small, so its writes back up soon."""
+    assert ws.protocol.transport is not None
+    sock = ws.protocol.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+
+async def keep_sending(raw: RawClient, opcode: int, every: float) -> None:
+    """Send an empty frame every ``every`` seconds: the peer is alive, it just never reads."""
+    while not raw.writer.transport.is_closing():
+        raw.send(opcode, b"")
+        await asyncio.sleep(every)
+
+
+async def test_peer_that_never_reads_what_we_send_is_closed_with_1011() -> None:
+    closed: list[aiows.ConnectionClosed] = []
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        shrink_send_buffer(ws)
+        try:
+            while True:
+                await ws.send(bytes(2**16))
+        except aiows.ConnectionClosed as exc:
+            closed.append(exc)
+
+    options = {"ping_interval": 0.2, "ping_timeout": 0.5, "close_timeout": 0.5}
+    async with running(handler, compression=False, **options) as server:
+        raw = await deaf_client(server)
+        await wait_for(lambda: len(server.connections) == 1)
+        ws = server.connections[0]
+        # Unsolicited pongs: it is not silent, so keepalive alone never ends it.
+        sender = asyncio.create_task(keep_sending(raw, 0xA, 0.05))
+        try:
+            await asyncio.wait_for(ws.wait_closed(), TIMEOUT * 2)
+        finally:
+            sender.cancel()
+        await wait_for(lambda: bool(closed))
+        assert closed[0].sent_code == 1011
+        heartbeat = server.heartbeat
+        assert heartbeat is not None and heartbeat.stalled == 1
+        raw.close()
+
+
+async def test_full_write_buffer_while_our_app_is_busy_is_not_the_peers_fault() -> None:
+    release = asyncio.Event()
+    served: list[aiows.WebSocket] = []
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        served.append(ws)
+        shrink_send_buffer(ws)
+        for _ in range(64):  # 4 MiB: far more than the buffers hold; recv() nothing
+            await ws.send(bytes(2**16))
+        await release.wait()
+        got = [await ws.recv() for _ in range(4)]
+        await ws.send(",".join(str(m) for m in got))
+        await ws.wait_closed()
+
+    options = {"ping_interval": 0.1, "ping_timeout": 0.3, "max_queue": 2}
+    async with running(handler, compression=False, **options) as server:
+        heartbeat = server.heartbeat
+        assert heartbeat is not None
+        raw = await deaf_client(server)
+        for i in range(4):  # its inbox fills: we stop reading from the peer
+            raw.send(0x1, str(i).encode())
+        await wait_for(lambda: bool(served) and served[0].protocol.reading_paused)
+        await wait_for(lambda: served[0].protocol.write_paused)
+        await wait_ticks(heartbeat, 30)  # many ping timeouts
+        assert served[0].state is aiows.State.OPEN
+        release.set()
+        raw.writer.transport.resume_reading()
+        while (frame := await raw.data_frame()).payload != b"0,1,2,3":
+            assert frame.opcode == 0x2
+        assert heartbeat.stalled == 0 and heartbeat.timed_out == 0
+        raw.close()
+
+
+async def test_frame_slowloris_is_pinged_and_closed() -> None:
+    closed: list[aiows.ConnectionClosed] = []
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        try:
+            async for _ in ws:
+                pass
+        except aiows.ConnectionClosed as exc:
+            closed.append(exc)
+
+    options = {"ping_interval": 0.2, "ping_timeout": 0.3, "close_timeout": 0.5}
+    async with running(handler, compression=False, **options) as server:
+        raw = await RawClient.connect(server)
+        await wait_for(lambda: len(server.connections) == 1)
+        ws = server.connections[0]
+        # The header of a 1000-byte frame, then one byte of it at a time, never the end.
+        raw.writer.write(struct.pack("!BBH", 0x82, 0xFE, 1000) + os.urandom(4))
+
+        async def trickle() -> None:
+            while not raw.writer.transport.is_closing():
+                raw.writer.write(b"x")
+                await asyncio.sleep(0.05)
+
+        sender = asyncio.create_task(trickle())
+        try:
+            await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+        finally:
+            sender.cancel()
+        assert closed and closed[0].sent_code == 1011
+        frames = []
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                frames.append(await raw.frame())
+        assert [f.opcode for f in frames][:2] == [0x9, 0x8]  # pinged, then closed
+        raw.close()
+
+
+async def test_large_message_at_an_honest_pace_is_not_cut() -> None:
+    size, chunk, rate = 2**21, 2**14, 2**18  # 2 MiB at 256 KiB/s: 8 s
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        async for message in ws:
+            await ws.send(str(len(message)))
+
+    options = {"ping_interval": 0.2, "ping_timeout": 0.3, "max_size": 2**22}
+    async with running(handler, compression=False, **options) as server:
+        raw = await RawClient.connect(server)
+        data = frame(os.urandom(size), opcode=0x2)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i, offset in enumerate(range(0, len(data), chunk)):
+            await asyncio.sleep(max(0.0, start + i * chunk / rate - loop.time()))
+            raw.writer.write(data[offset : offset + chunk])
+        answer = await asyncio.wait_for(raw.data_frame(), TIMEOUT)
+        assert answer.opcode == 0x1 and answer.payload == str(size).encode()
+        heartbeat = server.heartbeat
+        assert heartbeat is not None and heartbeat.timed_out == 0
+        raw.close()
 
 
 CLIENTS = """
