@@ -92,15 +92,19 @@ class Server:
         in use, permission denied). Cancelling it leaves nothing listening.
         """
         factory = self._new_protocol
+        tls: dict[str, Any] = {"ssl": ssl}
+        if ssl is not None and self.config.open_timeout is not None:
+            # asyncio's own bound is 60 s; the TLS handshake is part of the opening.
+            tls["ssl_handshake_timeout"] = self.config.open_timeout
         if unix_path is not None:
             claim_unix_path(unix_path)  # asyncio would delete a live server's socket
             server = await self._loop.create_unix_server(
-                factory, os.fspath(unix_path), ssl=ssl, backlog=backlog
+                factory, os.fspath(unix_path), backlog=backlog, **tls
             )
         elif sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
-            server = await self._loop.create_unix_server(factory, sock=sock, ssl=ssl)
+            server = await self._loop.create_unix_server(factory, sock=sock, **tls)
         else:
-            options: dict[str, Any] = {"ssl": ssl, "sock": sock, "reuse_port": reuse_port}
+            options: dict[str, Any] = {"sock": sock, "reuse_port": reuse_port, **tls}
             server = await self._loop.create_server(factory, host, port, backlog=backlog, **options)
         self._servers.append(server)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import logging
 import resource
 import signal
+import ssl
 import struct
 import subprocess
 import sys
@@ -142,6 +144,31 @@ async def test_slow_handshakes_time_out_while_others_connect() -> None:
         assert loop.time() - start < 8
         closed = await asyncio.gather(*(raw.eof() for raw in slow))
         assert all(closed)
+
+
+async def test_tls_handshakes_are_bounded_by_open_timeout() -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()  # a real ClientHello, of which half is sent
+    async with running(echo, ssl=server_context, open_timeout=0.5) as server:
+        loop = asyncio.get_running_loop()
+        for opening in (None, hello[: len(hello) // 2]):
+            start = loop.time()
+            raw = await RawClient.connect(server.port, opening)
+            assert await raw.eof()  # asyncio alone would wait 60 s
+            assert loop.time() - start < 5
+        uri = f"wss://localhost:{server.port}/"
+        async with websockets.connect(uri, ssl=client_context) as client:
+            await client.send("secure")
+            assert await client.recv() == "secure"
 
 
 async def test_credentials_never_reach_the_logs(caplog: pytest.LogCaptureFixture) -> None:
