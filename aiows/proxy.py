@@ -123,6 +123,14 @@ async def open_tunnel(
         raise connect_error(f"cannot reach proxy {_redact(proxy)}: {_why(exc)}", exc) from exc
     try:
         await tunnel.established
+        if tunnel.extra:
+            # The server speaks only after our handshake (ws://) or our TLS hello (wss://),
+            # so these bytes come from the proxy or someone on the way to it: an answer
+            # injected into the WebSocket stream. Refuse the tunnel.
+            raise ProxyError(
+                f"the proxy sent {tunnel.extra} bytes after its answer to CONNECT, before "
+                "the server could speak"
+            )
         if ssl is not None:
             upgraded = await loop.start_tls(raw, tunnel, ssl, server_hostname=server_hostname)
             assert upgraded is not None
@@ -133,8 +141,6 @@ async def open_tunnel(
     protocol = factory()
     raw.set_protocol(protocol)
     protocol.connection_made(raw)
-    if tunnel.leftover:
-        protocol.data_received(bytes(tunnel.leftover))
     return raw
 
 
@@ -150,10 +156,12 @@ def _connect_request(host: str, port: int, proxy: urllib.parse.SplitResult) -> b
 
 
 class _Tunnel(asyncio.Protocol):
-    """Sends ``CONNECT`` and waits for the proxy's 2xx; keeps any bytes after it."""
+    """Sends ``CONNECT`` and waits for the proxy's 2xx; counts any bytes after it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, request: bytes, limit: int) -> None:
         self.established: asyncio.Future[None] = loop.create_future()
+        #: Bytes received after the 2xx answer, which no honest server has sent yet.
+        self.extra = 0
         self.leftover = bytearray()
         self._request = request
         self._limit = limit
@@ -164,9 +172,10 @@ class _Tunnel(asyncio.Protocol):
         self._transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
-        self.leftover += data
         if self.established.done():
+            self.extra += len(data)
             return
+        self.leftover += data
         end = self.leftover.find(b"\r\n\r\n")
         if end < 0:
             if len(self.leftover) > self._limit:
@@ -183,6 +192,8 @@ class _Tunnel(asyncio.Protocol):
             text = status_line.decode("latin-1")
             self._fail(ProxyError(f"the proxy refused the tunnel: {text}", status))
             return
+        self.extra = len(self.leftover)
+        self.leftover.clear()
         self.established.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -209,6 +220,9 @@ async def _socks_connect(proxy: str, scheme: str, host: str, port: int) -> socke
     url = proxy.replace(f"{scheme}://", f"{family}://", 1)
     try:
         client = Proxy.from_url(url, rdns=rdns)
+    except ValueError as exc:
+        raise InvalidURI(f"invalid proxy {_redact(proxy)!r}: {exc}") from exc
+    try:
         sock = await client.connect(dest_host=host, dest_port=port, timeout=None)
     except ProxyTimeoutError as exc:
         raise TimeoutError(f"SOCKS proxy timed out: {exc}") from exc
@@ -216,9 +230,30 @@ async def _socks_connect(proxy: str, scheme: str, host: str, port: int) -> socke
         raise connect_error(f"cannot reach proxy {_redact(proxy)}: {exc}", exc) from exc
     except SocksError as exc:
         raise ProxyError(f"the SOCKS proxy refused the connection: {exc}") from exc
-    except ValueError as exc:
-        raise InvalidURI(f"invalid proxy {_redact(proxy)!r}: {exc}") from exc
+    except Exception as exc:  # python-socks lets parsing errors of a bad reply through
+        raise ProxyError(f"the SOCKS proxy failed: {exc!r}") from exc
+    try:
+        _check_quiet(sock)
+    except BaseException:
+        sock.close()
+        raise
     return sock
+
+
+def _check_quiet(sock: socket.socket) -> None:
+    """Raise :class:`ProxyError` if bytes wait after the SOCKS reply: the server speaks
+    only after our handshake or TLS hello, so they were injected on the way."""
+    try:
+        data = sock.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0))
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError as exc:
+        raise connect_error(f"the SOCKS tunnel failed: {_why(exc)}", exc) from exc
+    if data:
+        raise ProxyError(
+            "the SOCKS proxy sent bytes after its reply, before the server could speak"
+        )
+    raise ProxyError("the SOCKS proxy closed the connection")
 
 
 def _redact(url: str) -> str:

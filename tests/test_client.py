@@ -649,8 +649,10 @@ def test_backoff_grows_with_jitter_up_to_the_maximum() -> None:
 class ConnectProxy:
     """A tiny HTTP CONNECT proxy over real sockets, recording each request head."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, inject: bytes = b"") -> None:
         self.status = status
+        #: Bytes sent right after the 200 answer, as if from the server (an attack).
+        self.inject = inject
         self.requests: list[str] = []
         self.port = 0
         self._live = Live()
@@ -666,7 +668,7 @@ class ConnectProxy:
             host, _, port = head.split()[1].rpartition(":")
             up_reader, up_writer = await asyncio.open_connection(host.strip("[]"), int(port))
             self._live.also(writer, up_writer)
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n" + self.inject)
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -772,7 +774,11 @@ async def test_unsupported_proxy_scheme() -> None:
 class Socks5Proxy:
     """A tiny SOCKS5 proxy (no authentication, CONNECT only), recording destinations."""
 
-    def __init__(self) -> None:
+    def __init__(self, reply: bytes | None = None, inject: bytes = b"") -> None:
+        #: The CONNECT reply, when a test wants another one than "granted, 127.0.0.1:0".
+        self.reply = reply
+        #: Bytes sent right after the CONNECT reply, as if from the server (an attack).
+        self.inject = inject
         self.destinations: list[tuple[str, int]] = []
         self.port = 0
         self._live = Live()
@@ -795,7 +801,8 @@ class Socks5Proxy:
             self.destinations.append((host, port))
             up_reader, up_writer = await asyncio.open_connection(host, port)
             self._live.also(writer, up_writer)
-            writer.write(b"\x05\x00\x00\x01" + socket.inet_aton("127.0.0.1") + b"\x00\x00")
+            reply = b"\x05\x00\x00\x01" + socket.inet_aton("127.0.0.1") + b"\x00\x00"
+            writer.write((self.reply or reply) + self.inject)
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -825,6 +832,49 @@ async def test_socks5_proxy(scheme: str) -> None:
             await ws.send("socks")
             assert await ws.recv() == "socks"
         assert proxy.destinations == [(host, server.port)]
+
+
+INJECTED = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+
+
+async def test_bytes_after_the_connect_answer_fail_the_connection() -> None:
+    async with running(echo) as server, ConnectProxy(inject=INJECTED).running() as proxy:
+        with pytest.raises(aiows.ProxyError, match="after"):
+            await aiows.connect(url(server), proxy=proxy.url, open_timeout=TIMEOUT)
+
+
+async def test_bytes_after_the_connect_answer_fail_a_wss_connection(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_context, client_context = tls
+    async with (
+        running(echo, ssl=server_context) as server,
+        ConnectProxy(inject=INJECTED).running() as proxy,
+    ):
+        with pytest.raises(aiows.ProxyError, match="after"):
+            await aiows.connect(
+                url(server, scheme="wss"), ssl=client_context, proxy=proxy.url, open_timeout=TIMEOUT
+            )
+
+
+async def test_bytes_after_the_socks_reply_fail_the_connection() -> None:
+    pytest.importorskip("python_socks")
+    async with running(echo) as server, Socks5Proxy(inject=INJECTED).running() as proxy:
+        with pytest.raises(aiows.ProxyError, match="after"):
+            await aiows.connect(
+                url(server), proxy=f"socks5://127.0.0.1:{proxy.port}", open_timeout=TIMEOUT
+            )
+
+
+async def test_socks_failures_are_aiows_errors() -> None:
+    pytest.importorskip("python_socks")
+    # A bound address that is not UTF-8: python-socks raises UnicodeDecodeError.
+    reply = b"\x05\x00\x00\x03\x02\xff\xfe\x00\x00"
+    async with running(echo) as server, Socks5Proxy(reply=reply).running() as proxy:
+        with pytest.raises(aiows.ProxyError):
+            await aiows.connect(
+                url(server), proxy=f"socks5://127.0.0.1:{proxy.port}", open_timeout=TIMEOUT
+            )
 
 
 async def test_examples_client_runs(python_env: Callable[[], dict[str, str]]) -> None:
