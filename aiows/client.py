@@ -19,13 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import logging
 import os
 import random
 import ssl as ssl_module
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -59,6 +69,12 @@ HeadersLike = Mapping[str, str] | Headers | Iterable[tuple[str, str]]
 USER_AGENT = f"aiows/{__version__} Python/{sys.version_info[0]}.{sys.version_info[1]}"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TRANSIENT_4XX = frozenset({408, 425, 429})
+#: Sent to the origin the caller named only, never after a redirect to another one.
+_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+#: The address to connect to, or a function (plain or async) that returns it; with a
+#: function, it is called at each attempt of ``async for ws in connect(...)``.
+URISource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +98,18 @@ class WebSocketURI:
 
     def __str__(self) -> str:
         return f"{'wss' if self.secure else 'ws'}://{self.host_header}{self.target}"
+
+    @property
+    def origin(self) -> tuple[bool, str, int]:
+        """Scheme, host and port: a redirect elsewhere must not carry credentials."""
+        return (self.secure, self.host.lower(), self.port)
+
+    def redacted(self) -> str:
+        """The address without its query (which often carries a token), for logs and
+        error messages; the userinfo is never part of ``str(uri)`` either."""
+        return (
+            f"{'wss' if self.secure else 'ws'}://{self.host_header}{self.target.partition('?')[0]}"
+        )
 
 
 def parse_uri(uri: str) -> WebSocketURI:
@@ -156,6 +184,13 @@ class connect:  # used like a function, as in websockets and asyncio
             except aiows.ConnectionClosed:
                 continue                                           # lost: connect again
 
+    ``uri`` is a ``ws://`` or ``wss://`` address, or a function (plain or ``async``)
+    returning one, called once per attempt: a reconnecting client computes its address
+    each time, e.g. ``aiows.connect(lambda: f"ws://host/room?offset={last}")``.
+    Redirects are followed; one to another origin (scheme, host or port) drops the
+    ``Authorization``, ``Cookie`` and ``Proxy-Authorization`` headers and the
+    ``server_hostname``, as ``requests`` and ``httpx`` do.
+
     The connection is the same :class:`~aiows.WebSocket` a server handler holds.
     Options: ``ssl`` (an ``SSLContext`` for ``wss://``; the default verifies the
     certificate), ``server_hostname``, ``subprotocols``, ``additional_headers``,
@@ -175,7 +210,7 @@ class connect:  # used like a function, as in websockets and asyncio
 
     def __init__(
         self,
-        uri: str,
+        uri: URISource,
         *,
         ssl: ssl_module.SSLContext | None = None,
         server_hostname: str | None = None,
@@ -192,9 +227,16 @@ class connect:  # used like a function, as in websockets and asyncio
         **limits: Any,
     ) -> None:
         self.config = config.replace(**limits) if config else Config.from_options(limits)
-        self.uri = parse_uri(uri)
-        if ssl is not None and not self.uri.secure:
-            raise ValueError("ssl= is only for wss:// addresses")
+        #: The address of the last attempt (``None`` before the first with a function).
+        self.uri: WebSocketURI | None = None
+        self._uri_source: Callable[[], str | Awaitable[str]] | None = None
+        if isinstance(uri, str):
+            self.uri = parse_uri(uri)
+            _check_ssl(ssl, self.uri)
+        elif callable(uri):
+            self._uri_source = uri
+        else:
+            raise TypeError(f"uri must be a str or a function returning one, not {uri!r}")
         if max_redirects < 0 or backoff_min <= 0 or backoff_max < backoff_min:
             raise ValueError("max_redirects must be >= 0 and 0 < backoff_min <= backoff_max")
         if backoff_factor < 1:
@@ -233,28 +275,46 @@ class connect:  # used like a function, as in websockets and asyncio
 
     async def _connect(self) -> WebSocket:
         """Open one connection, following up to ``max_redirects`` redirects."""
-        uri = self.uri
+        uri = await self._next_uri()
+        trusted = True  # still at the origin the caller named: credentials may go
         for _ in range(self._max_redirects + 1):
             try:
-                return await self._open_within_timeout(uri)
+                return await self._open_within_timeout(uri, trusted)
             except InvalidStatus as exc:
                 location = _location(exc)
                 if location is None:
                     raise
-                uri = _redirect(uri, location)
-                log.info("redirected (%d) to %s", exc.status_code, uri)
+                new = _redirect(uri, location)
+                trusted = trusted and new.origin == uri.origin
+                uri = new
+                log.info("redirected (%d) to %s", exc.status_code, uri.redacted())
         raise InvalidHandshake(f"more than {self._max_redirects} redirects")
 
-    async def _open_within_timeout(self, uri: WebSocketURI) -> WebSocket:
+    async def _next_uri(self) -> WebSocketURI:
+        """Return the address of this attempt: the fixed one, or what the function says."""
+        if self._uri_source is None:
+            assert self.uri is not None
+            return self.uri
+        value = self._uri_source()
+        if inspect.isawaitable(value):
+            value = await value
+        if not isinstance(value, str):
+            raise TypeError(f"the uri function returned {type(value).__name__}, not str")
+        uri = parse_uri(value)
+        _check_ssl(self._ssl, uri)
+        self.uri = uri
+        return uri
+
+    async def _open_within_timeout(self, uri: WebSocketURI, trusted: bool) -> WebSocket:
         timeout = self.config.open_timeout
         try:
-            return await asyncio.wait_for(self._open(uri), timeout)
+            return await asyncio.wait_for(self._open(uri, trusted), timeout)
         except OpenTimeout:
             raise
         except (asyncio.TimeoutError, TimeoutError) as exc:
-            raise OpenTimeout(f"opening {uri} took longer than {timeout} s") from exc
+            raise OpenTimeout(f"opening {uri.redacted()} took longer than {timeout} s") from exc
 
-    async def _open(self, uri: WebSocketURI) -> WebSocket:
+    async def _open(self, uri: WebSocketURI, trusted: bool) -> WebSocket:
         protocol: Protocol | None = None
 
         def factory() -> Protocol:
@@ -263,10 +323,10 @@ class connect:  # used like a function, as in websockets and asyncio
             return protocol
 
         try:
-            await self._open_transport(uri, factory)
+            await self._open_transport(uri, factory, trusted)
             assert protocol is not None
             ws = WebSocket(protocol)
-            headers = self._headers_for(uri)
+            headers = self._headers_for(uri, trusted)
             await protocol.start_handshake(uri.host_header, uri.target, self._subprotocols, headers)
         except BaseException as exc:
             if protocol is not None:
@@ -276,23 +336,24 @@ class connect:  # used like a function, as in websockets and asyncio
                 raise
             raise error from exc
         self._start_keepalive(protocol)
-        log.debug("conn %d: connected to %s", protocol.id, uri)
+        log.debug("conn %d: connected to %s", protocol.id, uri.redacted())
         return ws
 
-    async def _open_transport(self, uri: WebSocketURI, factory: Any) -> None:
+    async def _open_transport(self, uri: WebSocketURI, factory: Any, trusted: bool) -> None:
         loop = asyncio.get_running_loop()
         context: ssl_module.SSLContext | None = None
         hostname: str | None = None
         if uri.secure:
             context = self._ssl or ssl_module.create_default_context()
-            hostname = self._server_hostname or uri.host
+            # A server_hostname names the caller's server, not the one a redirect chose.
+            hostname = (trusted and self._server_hostname) or uri.host
         proxy = proxy_for(uri.host, uri.port, uri.secure, self._proxy)
         if proxy is None:
             await loop.create_connection(
                 factory, uri.host, uri.port, ssl=context, server_hostname=hostname
             )
         else:
-            log.debug("connecting to %s through proxy", uri)
+            log.debug("connecting to %s through a proxy", uri.redacted())
             await open_tunnel(
                 proxy,
                 uri.host,
@@ -303,8 +364,10 @@ class connect:  # used like a function, as in websockets and asyncio
                 max_header_size=self.config.max_header_size,
             )
 
-    def _headers_for(self, uri: WebSocketURI) -> list[tuple[str, str]]:
+    def _headers_for(self, uri: WebSocketURI, trusted: bool) -> list[tuple[str, str]]:
         headers = list(self._headers)
+        if not trusted:
+            headers = [(k, v) for k, v in headers if k.lower() not in _CREDENTIALS]
         if uri.username is not None and not any(k.lower() == "authorization" for k, _ in headers):
             token = base64.b64encode(f"{uri.username}:{uri.password or ''}".encode()).decode()
             headers.append(("Authorization", f"Basic {token}"))
@@ -332,7 +395,8 @@ class connect:  # used like a function, as in websockets and asyncio
                 if not is_transient(exc):
                     raise
                 delay = next(delays)
-                log.info("cannot connect to %s (%s); retrying in %.2f s", self.uri, exc, delay)
+                where = self.uri.redacted() if self.uri is not None else "the server"
+                log.info("cannot connect to %s (%s); retrying in %.2f s", where, exc, delay)
                 await asyncio.sleep(delay)
                 continue
             delays = self._delays()
@@ -354,6 +418,11 @@ def _backoff(low: float, high: float, factor: float) -> Generator[float, None, N
         delay = min(high, delay * factor)
 
 
+def _check_ssl(ssl: ssl_module.SSLContext | None, uri: WebSocketURI) -> None:
+    if ssl is not None and not uri.secure:
+        raise ValueError("ssl= is only for wss:// addresses")
+
+
 def _opening_error(exc: Exception, uri: WebSocketURI) -> Exception:
     """Map any failure while opening to an aiows exception (the one place it happens)."""
     if isinstance(exc, ConnectionClosed):
@@ -361,7 +430,7 @@ def _opening_error(exc: Exception, uri: WebSocketURI) -> Exception:
     if isinstance(exc, AiowsError):
         return exc
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return OpenTimeout(f"opening {uri} timed out: {exc}")
+        return OpenTimeout(f"opening {uri.redacted()} timed out: {exc}")
     if isinstance(exc, ssl_module.SSLCertVerificationError):
         return connect_error(f"TLS certificate of {uri.host} rejected: {exc.verify_message}", exc)
     if isinstance(exc, ssl_module.SSLError):
@@ -401,5 +470,7 @@ def _redirect(uri: WebSocketURI, location: str) -> WebSocketURI:
     scheme = {"http": "ws", "https": "wss"}.get(scheme.lower(), scheme)
     new = parse_uri(f"{scheme}:{rest}")
     if uri.secure and not new.secure:
-        raise InvalidHandshake(f"refusing a redirect from {uri} to the insecure {new}")
+        raise InvalidHandshake(
+            f"refusing a redirect from {uri.redacted()} to the insecure {new.redacted()}"
+        )
     return new

@@ -441,6 +441,74 @@ async def test_redirect_loops_stop() -> None:
             await aiows.connect(url(server), max_redirects=0, proxy=None)
 
 
+CREDENTIALS = {"Authorization": "Bearer secret", "Cookie": "session=secret",
+               "Proxy-Authorization": "Basic secret", "X-Other": "kept"}  # fmt: skip
+
+
+async def test_credentials_stay_on_a_same_origin_redirect() -> None:
+    seen: list[aiows.Headers] = []
+
+    def record(request: aiows.Request) -> aiows.Response | None:
+        seen.append(request.headers)
+        return aiows.Response(302, "", [("Location", "/new")]) if request.path == "/" else None
+
+    async with running(echo, process_request=record) as server:
+        async with aiows.connect(url(server), additional_headers=CREDENTIALS, proxy=None):
+            pass
+    assert len(seen) == 2
+    for name, value in CREDENTIALS.items():
+        assert seen[1].get(name) == value
+
+
+@pytest.mark.parametrize("where", ["port", "host"])
+async def test_credentials_are_dropped_on_a_cross_origin_redirect(where: str) -> None:
+    seen: list[aiows.Headers] = []
+
+    def record(request: aiows.Request) -> aiows.Response | None:
+        if request.path == "/":
+            # Another port (another server), or the same server under another name.
+            port = other.port if where == "port" else request.headers["Host"].split(":")[1]
+            location = f"ws://{'localhost' if where == 'host' else '127.0.0.1'}:{port}/landed"
+            return aiows.Response(307, "", [("Location", location)])
+        seen.append(request.headers)
+        return None
+
+    async with (
+        running(echo, process_request=record) as server,
+        running(echo, process_request=record) as other,
+    ):
+        uri = f"ws://user:pw@127.0.0.1:{server.port}/"
+        async with aiows.connect(uri, additional_headers=CREDENTIALS, proxy=None):
+            pass
+    assert len(seen) == 1
+    assert seen[0].get("X-Other") == "kept"
+    for name in ("Authorization", "Cookie", "Proxy-Authorization"):
+        assert seen[0].get(name) is None, name
+
+
+async def test_server_hostname_is_not_carried_to_another_host() -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    first_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("first.example").configure_cert(first_context)
+    second_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(second_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    async with running(echo, ssl=second_context) as second:
+
+        def redirect(request: aiows.Request) -> aiows.Response:
+            return aiows.Response(302, "", [("Location", f"wss://localhost:{second.port}/")])
+
+        async with running(echo, ssl=first_context, process_request=redirect) as first:
+            uri = url(first, scheme="wss")
+            options = {"ssl": client_context, "server_hostname": "first.example", "proxy": None}
+            async with aiows.connect(uri, **options) as ws:
+                await ws.send("verified as localhost")
+                assert await ws.recv() == "verified as localhost"
+
+
 # -------------------------------------------------------------------------- TLS
 
 
@@ -631,6 +699,69 @@ async def test_reconnect_times_out_a_silent_server_and_tries_again(attempts: Att
             assert await ws.recv() == "awake"
             break
     assert attempts.count == 1
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_reconnect_computes_the_uri_at_each_attempt(kind: str, attempts: Attempts) -> None:
+    queries: list[str] = []
+
+    def busy_twice(request: aiows.Request) -> aiows.Response | None:
+        queries.append(request.query)
+        return aiows.Response(503, "busy") if len(queries) < 3 else None
+
+    calls = 0
+
+    def next_uri() -> str:
+        nonlocal calls
+        calls += 1
+        return f"ws://127.0.0.1:{server.port}/room?offset={calls}"
+
+    async def next_uri_async() -> str:
+        await asyncio.sleep(0)
+        return next_uri()
+
+    source = next_uri if kind == "sync" else next_uri_async
+    async with running(echo, process_request=busy_twice) as server:
+        async for ws in aiows.connect(source, **FAST):
+            await ws.send("in")
+            assert await ws.recv() == "in"
+            break
+        async with aiows.connect(source, **FAST) as ws:  # one connection: called once
+            pass
+    assert queries == ["offset=1", "offset=2", "offset=3", "offset=4"]
+    assert attempts.count == 2
+
+
+async def test_a_computed_uri_is_checked_at_each_attempt() -> None:
+    with pytest.raises(aiows.InvalidURI):
+        await aiows.connect(lambda: "http://example.com/", **FAST)
+    with pytest.raises(TypeError):
+        await aiows.connect(lambda: b"ws://example.com/", **FAST)  # type: ignore[arg-type, return-value]
+    with pytest.raises(ValueError, match="ssl"):
+        await aiows.connect(lambda: "ws://127.0.0.1:9/", ssl=ssl.create_default_context())
+
+
+async def test_logs_carry_no_query_and_no_userinfo(caplog: pytest.LogCaptureFixture) -> None:
+    tried: list[int] = []
+
+    def busy_then_redirect(request: aiows.Request) -> aiows.Response | None:
+        tried.append(1)
+        if len(tried) == 1:
+            return aiows.Response(503, "busy")
+        if request.path == "/room":
+            return aiows.Response(302, "", [("Location", "/moved?token=secret2")])
+        return None
+
+    caplog.set_level(logging.DEBUG, logger="aiows")
+    async with running(echo, process_request=busy_then_redirect) as server:
+        uri = f"ws://user:hunter2@127.0.0.1:{server.port}/room?token=secret1"
+        async for _ in aiows.connect(uri, **FAST):
+            break
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert "retrying" in text and "redirected" in text
+    assert "/room" in text and "/moved" in text
+    for secret in ("secret1", "secret2", "hunter2", "user:"):
+        assert secret not in text
 
 
 def test_backoff_grows_with_jitter_up_to_the_maximum() -> None:
