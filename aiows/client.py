@@ -55,7 +55,7 @@ from .exceptions import (
     ProxyError,
 )
 from .heartbeat import Heartbeat
-from .http import Headers
+from .http import Headers, check_header, check_token
 from .protocol import Protocol
 from .proxy import connect_error, open_tunnel, proxy_for
 
@@ -199,7 +199,8 @@ class connect:  # used like a function, as in websockets and asyncio
     ``backoff_min`` / ``backoff_max`` / ``backoff_factor`` (reconnect delays, seconds),
     and every limit of :class:`~aiows.Config` (``max_size``, ``open_timeout``,
     ``ping_interval``, ``compression``...) or a whole ``config=``. An unknown option
-    raises ``TypeError``.
+    raises ``TypeError``; a header name, value or subprotocol that could not be sent
+    as it is (CR, LF, NUL, a space in a name) raises ``ValueError``.
 
     Raises :class:`ConnectError`, :class:`OpenTimeout`, :class:`~aiows.InvalidStatus`,
     :class:`~aiows.InvalidMessage`, :class:`~aiows.InvalidHandshake` (too many redirects)
@@ -243,12 +244,14 @@ class connect:  # used like a function, as in websockets and asyncio
             raise ValueError("backoff_factor must be >= 1")
         self._ssl = ssl
         self._server_hostname = server_hostname
-        self._subprotocols = list(subprotocols or ())
-        self._headers = _header_pairs(additional_headers)
+        # Checked here, where the caller can see the mistake: a CR or LF in a header
+        # would end the line and let the rest forge headers of its own (injection).
+        self._subprotocols = [check_token(p, "subprotocol") for p in subprotocols or ()]
+        self._headers = [check_header(k, v) for k, v in _header_pairs(additional_headers)]
         if origin is not None:
-            self._headers.append(("Origin", origin))
+            self._headers.append(check_header("Origin", origin))
         if user_agent_header is not None:
-            self._headers.append(("User-Agent", user_agent_header))
+            self._headers.append(check_header("User-Agent", user_agent_header))
         self._proxy = proxy
         self._max_redirects = max_redirects
         self._backoff = (backoff_min, backoff_max, backoff_factor)

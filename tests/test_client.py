@@ -259,6 +259,27 @@ def test_options_are_checked() -> None:
 
 
 @pytest.mark.parametrize(
+    "options",
+    [
+        {"additional_headers": {"X-Token": "a\r\nX-Injected: 1"}},
+        {"additional_headers": [("X-Token", "a\nb")]},
+        {"additional_headers": [("X-Token", "a\x00b")]},
+        {"additional_headers": {"X-Bad\r\nX-Injected": "1"}},
+        {"additional_headers": {"X Space": "1"}},
+        {"additional_headers": aiows.Headers([("X-Token", "a\rb")])},
+        {"subprotocols": ["chat\r\nX-Injected: 1"]},
+        {"subprotocols": ["chat", "two words"]},
+        {"user_agent_header": "me\r\nX-Injected: 1"},
+        {"origin": "http://a.example\r\nX-Injected: 1"},
+        {"origin": "http://a.example\x00"},
+    ],
+)
+def test_header_injection_is_refused_when_connect_is_called(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="invalid"):
+        aiows.connect("ws://127.0.0.1:9/", **options)  # not awaited: refused at once
+
+
+@pytest.mark.parametrize(
     "uri",
     ["http://example.com/", "ws://", "ws://example.com:99999/", "ws://example.com/#frag", "nope"],
 )
