@@ -47,7 +47,8 @@ class SizeLimit(Extension):
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
-        self._size = 0
+        self._size = 0  # the message's frames read so far
+        self._frame = 0  # the data frame being read
         self._compressed = False
 
     def enabled(self) -> bool:
@@ -63,6 +64,9 @@ class SizeLimit(Extension):
         rsv: RsvBits,
         payload_length: int,
     ) -> CloseReason | RsvBits:
+        # wsproto calls this again for the same header when its masking key had not
+        # arrived yet: it must count nothing until the frame is complete.
+        self._frame = 0
         if opcode.iscontrol():
             return _NO_RSV
         if opcode is not Opcode.CONTINUATION:
@@ -71,10 +75,17 @@ class SizeLimit(Extension):
             self._size = 0
         if self._compressed:
             return _NO_RSV
-        self._size += payload_length
-        if self._size > self.max_size:
+        if self._size + payload_length > self.max_size:
             return CloseReason.MESSAGE_TOO_BIG
+        self._frame = payload_length
         return _NO_RSV
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        self._size += self._frame
+        self._frame = 0
+        return None
 
 
 class BoundedDeflate(PerMessageDeflate):

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import websockets
 from conftest import TIMEOUT, echo, running, url
+from memory import server_pair
 from rawclient import RawClient, frame, handshake, header_only
 from websockets.extensions.permessage_deflate import (
     ClientPerMessageDeflateFactory,
@@ -211,3 +212,19 @@ async def test_an_uncompressed_frame_over_max_size_is_refused_at_its_header(
         raw.send(header_only(2**16 + 1))  # no payload follows
         assert await raw.read_close() == 1009
         assert await raw.eof()
+
+
+def test_a_frame_header_split_before_its_mask_counts_once() -> None:
+    """wsproto reads a header again when its masking key has not arrived yet."""
+    second = frame(b"y" * 200, opcode=0x0)
+    stream = handshake() + frame(b"xx", opcode=0x2, fin=False) + second
+    cut = len(stream) - len(second) + 4  # after the 16-bit length, before the key
+
+    async def run() -> aiows.Message:
+        protocol, _, accepted = server_pair(aiows.Config(ping_interval=None, max_size=256))
+        protocol.data_received(stream[:cut])
+        protocol.data_received(stream[cut:])
+        (ws,) = accepted
+        return await asyncio.wait_for(ws.recv(), TIMEOUT)
+
+    assert asyncio.run(run()) == b"xx" + b"y" * 200

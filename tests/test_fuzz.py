@@ -91,6 +91,8 @@ class Stream:
     oracle_cut: int | None = None
     #: NOTE 4: a case where websockets' max_size differs from aiows's by design.
     ambiguous: bool = False
+    #: NOTE 8: a compressed text message both too big and not UTF-8.
+    twofold: bool = False
     #: The peer has failed or closed: what follows is never read; sizes no longer count.
     over: bool = False
     #: websockets' size of the message in progress (decoded bytes), None between messages.
@@ -150,6 +152,11 @@ class Stream:
         controls: list[list[tuple[int, bytes]]],
     ) -> None:
         """Append a message as fragments cut at ``cuts``, controls between them."""
+        if opcode == 0x1 and compressed and not self.over and self.max_size is not None:
+            try:
+                payload.decode()
+            except UnicodeDecodeError:
+                self.twofold |= len(payload) > self.max_size
         body = self._compress(payload) if compressed else payload
         edges = sorted({c % (len(body) + 1) for c in cuts})
         pieces = [body[a:b] for a, b in itertools.pairwise([0, *edges, len(body)])]
@@ -448,7 +455,14 @@ def _check(data: st.DataObject, aiows_is_client: bool) -> None:
     expected = run_oracle(stream, chunks, aiows_is_client)
     event(f"close {expected.close}, deflate {stream.deflate is not None}")
     event(f"{min(len(expected.messages), 3)}+ messages")
-    assert run_aiows(stream, chunks, aiows_is_client) == expected
+    actual = run_aiows(stream, chunks, aiows_is_client)
+    if stream.twofold and {actual.close, expected.close} == {1007, 1009}:
+        # NOTE 8: a compressed text message that is both too big and not UTF-8 has two
+        # faults, and either code is right. websockets inflates a whole frame before
+        # it checks UTF-8; aiows inflates what has arrived and may see the bad byte
+        # first, depending on where the bytes are split.
+        actual.close = expected.close
+    assert actual == expected
 
 
 @FUZZ
