@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import logging
 import socket
 import ssl as ssl_module
@@ -25,6 +26,8 @@ from .exceptions import ConnectError, InvalidURI, ProxyError
 __all__ = ["connect_error", "open_tunnel", "proxy_for"]
 
 log = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _HTTP_SCHEMES = ("http", "https")
 _SOCKS_SCHEMES = ("socks4", "socks4a", "socks5", "socks5h")
@@ -58,23 +61,60 @@ def proxy_for(host: str, port: int, secure: bool, option: str | bool | None) -> 
 
 
 def _bypass(host: str, port: int, no_proxy: str) -> bool:
-    """Return True when ``no_proxy`` (``"localhost,.example.com,10.0.0.1:8080"``) names host."""
-    host = host.lower().strip("[]")
+    """Return True when ``no_proxy`` names ``host:port``, as curl and requests read it.
+
+    Entries are separated by commas or spaces: ``*`` (every host), a domain
+    (``example.com`` and ``.example.com`` cover its subdomains too), an address or a
+    CIDR range (``10.0.0.0/8``, ``fd00::/8``), each with an optional port
+    (``example.com:8080``, ``[::1]:8080``).
+    """
+    host = host.lower().strip("[]").rstrip(".")
+    address = _address(host)
     for entry in no_proxy.replace(" ", ",").split(","):
         entry = entry.strip().lower()
-        if not entry:
-            continue
         if entry == "*":
             return True
-        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
-        if entry_port and entry_port != str(port):
+        if not entry:
             continue
-        name = name.strip("[]").lstrip("*")
-        if host == name.lstrip(".") or (name.startswith(".") and host.endswith(name)):
-            return True
-        if not name.startswith(".") and host.endswith("." + name):
+        name, entry_port = _split_entry(entry)
+        if entry_port is not None and entry_port != str(port):
+            continue
+        if _names(name, host, address):
             return True
     return False
+
+
+def _split_entry(entry: str) -> tuple[str, str | None]:
+    """Split a ``no_proxy`` entry into its host part and its port (``None``: any)."""
+    if entry.startswith("["):  # [v6] or [v6]:port
+        name, _, rest = entry[1:].partition("]")
+        return name, rest[1:] if rest.startswith(":") else None
+    if entry.count(":") == 1:  # host:port (a bare IPv6 address has more colons)
+        name, _, entry_port = entry.partition(":")
+        return name, entry_port
+    return entry, None
+
+
+def _names(name: str, host: str, address: IPAddress | None) -> bool:
+    """Return True when the ``no_proxy`` host part ``name`` covers ``host``."""
+    if "/" in name:
+        try:
+            network = ipaddress.ip_network(name, strict=False)
+        except ValueError:
+            return False
+        return address is not None and address.version == network.version and address in network
+    entry_address = _address(name)
+    if entry_address is not None or address is not None:
+        return entry_address == address
+    domain = name.lstrip("*").lstrip(".").rstrip(".")
+    return bool(domain) and (host == domain or host.endswith("." + domain))
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 async def open_tunnel(
