@@ -23,6 +23,7 @@ import concurrent.futures
 import contextlib
 import os
 import ssl as ssl_module
+import sys
 import threading
 from collections.abc import Coroutine, Iterator, Mapping
 from types import TracebackType
@@ -157,9 +158,13 @@ class SyncWebSocket:
         """Return the next message (``str`` or ``bytes``).
 
         Raises ``TimeoutError`` when none arrives within the timeout (no message is
-        lost) and :class:`aiows.ConnectionClosed` once the connection is closed.
+        lost: one that arrives as the time runs out is returned by the next call) and
+        :class:`aiows.ConnectionClosed` once the connection is closed.
         """
-        return self._runner.run(self._ws.recv(), self._timeout)
+        # The timeout runs on the loop, around the cancel-safe WebSocket.recv(): timing
+        # out from this thread instead could cancel the call after it had taken a
+        # message but before its result crossed over, and that message would be lost.
+        return self._runner.run(_recv_within(self._ws, self._timeout), None)
 
     def ping(self, payload: bytes | str = b"") -> float:
         """Send a ping and return the round-trip time in seconds when its pong arrives."""
@@ -231,6 +236,36 @@ def create_connection(url: str, timeout: float | None = None, **options: Any) ->
     runner = _LoopThread.get()
     ws = runner.run(_open(url, options), None)
     return SyncWebSocket(ws, runner, timeout)
+
+
+async def _recv_within(ws: WebSocket, timeout: float | None) -> Message:
+    """``ws.recv()``, cancelled after ``timeout`` seconds (then ``TimeoutError``).
+
+    A message already waiting is returned even with a timeout of 0, and one that
+    arrives as the timer fires stays queued for the next call.
+    """
+    if timeout is None:
+        return await ws.recv()
+    task = asyncio.current_task()
+    assert task is not None
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        return await ws.recv()
+    except asyncio.CancelledError:
+        if not expired:
+            raise
+        if sys.version_info >= (3, 11):
+            task.uncancel()
+        raise TimeoutError(f"no message within {timeout} s") from None
+    finally:
+        timer.cancel()
 
 
 async def _open(url: str, options: dict[str, Any]) -> WebSocket:

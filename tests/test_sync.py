@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -42,6 +43,17 @@ async def wait(ws: aiows.WebSocket) -> None:
     await ws.wait_closed()
 
 
+#: Messages the "/stream" route sends, a few at a time with short pauses between.
+STREAM = 3000
+
+
+async def stream(ws: aiows.WebSocket) -> None:
+    for n in range(STREAM):
+        await ws.send(str(n))
+        await asyncio.sleep(0.0005)  # arrivals spread over time, to meet the timeouts
+    await ws.wait_closed()
+
+
 def refuse(request: aiows.Request) -> aiows.Response | None:
     return aiows.Response(401, "token required") if request.path == "/private" else None
 
@@ -53,7 +65,13 @@ def port() -> Iterator[int]:
     state: dict[str, object] = {}
 
     async def main() -> None:
-        routes = {"/": echo, "/three": three, "/headers": tell_headers, "/wait": wait}
+        routes = {
+            "/": echo,
+            "/three": three,
+            "/headers": tell_headers,
+            "/wait": wait,
+            "/stream": stream,
+        }
         options = {"subprotocols": ["chat"], "process_request": refuse, "ping_interval": None}
         async with aiows.serve(routes, "127.0.0.1", 0, **options) as server:  # type: ignore[arg-type]
             stop = asyncio.Event()
@@ -210,3 +228,25 @@ def test_examples_sync_client_runs(port: int, python_env: Callable[[], dict[str,
     )
     assert result.returncode == 0, result.stderr
     assert "Hello, world!" in result.stdout
+
+
+def test_a_recv_timeout_racing_a_message_loses_nothing(port: int) -> None:
+    # Timeouts so short that many expire just as a message arrives: each message must
+    # still come out of recv() exactly once, in order.
+    received: list[str] = []
+    timeouts = 0
+    with create_connection(f"ws://127.0.0.1:{port}/stream", timeout=TIMEOUT) as ws:
+        ws.settimeout(0.0003)
+        deadline = time.monotonic() + 6 * TIMEOUT
+        while len(received) < STREAM and time.monotonic() < deadline:
+            try:
+                message = ws.recv()
+            except TimeoutError:
+                timeouts += 1
+                continue
+            assert isinstance(message, str)
+            received.append(message)
+            if received[-1] != str(len(received) - 1):
+                break  # one was lost (or doubled): stop here and show it
+    assert received == [str(n) for n in range(STREAM)]
+    assert timeouts > 100  # the race was really run
