@@ -188,8 +188,9 @@ class connect:  # used like a function, as in websockets and asyncio
     returning one, called once per attempt: a reconnecting client computes its address
     each time, e.g. ``aiows.connect(lambda: f"ws://host/room?offset={last}")``.
     Redirects are followed; one to another origin (scheme, host or port) drops the
-    ``Authorization``, ``Cookie`` and ``Proxy-Authorization`` headers and the
-    ``server_hostname``, as ``requests`` and ``httpx`` do.
+    ``Authorization``, ``Cookie`` and ``Proxy-Authorization`` headers for the rest of
+    the attempt, as ``requests`` and ``httpx`` do, and ``server_hostname`` is used for
+    the first host only.
 
     The connection is the same :class:`~aiows.WebSocket` a server handler holds.
     Options: ``ssl`` (an ``SSLContext`` for ``wss://``; the default verifies the
@@ -278,11 +279,13 @@ class connect:  # used like a function, as in websockets and asyncio
 
     async def _connect(self) -> WebSocket:
         """Open one connection, following up to ``max_redirects`` redirects."""
-        uri = await self._next_uri()
+        uri = first = await self._next_uri()
         trusted = True  # still at the origin the caller named: credentials may go
         for _ in range(self._max_redirects + 1):
+            # A server_hostname names the caller's host, not one a redirect chose.
+            hostname = self._server_hostname if uri.host == first.host else None
             try:
-                return await self._open_within_timeout(uri, trusted)
+                return await self._open_within_timeout(uri, trusted, hostname)
             except InvalidStatus as exc:
                 location = _location(exc)
                 if location is None:
@@ -308,16 +311,20 @@ class connect:  # used like a function, as in websockets and asyncio
         self.uri = uri
         return uri
 
-    async def _open_within_timeout(self, uri: WebSocketURI, trusted: bool) -> WebSocket:
+    async def _open_within_timeout(
+        self, uri: WebSocketURI, trusted: bool, hostname: str | None
+    ) -> WebSocket:
         timeout = self.config.open_timeout
         try:
-            return await asyncio.wait_for(self._open(uri, trusted), timeout)
+            return await asyncio.wait_for(self._open(uri, trusted, hostname), timeout)
         except OpenTimeout:
             raise
         except (asyncio.TimeoutError, TimeoutError) as exc:
             raise OpenTimeout(f"opening {uri.redacted()} took longer than {timeout} s") from exc
 
-    async def _open(self, uri: WebSocketURI, trusted: bool) -> WebSocket:
+    async def _open(self, uri: WebSocketURI, trusted: bool, hostname: str | None) -> WebSocket:
+        """Open one connection to ``uri``; ``trusted``: credentials may be sent there;
+        ``hostname``: the TLS server name, when not the URI's host."""
         protocol: Protocol | None = None
 
         def factory() -> Protocol:
@@ -326,7 +333,7 @@ class connect:  # used like a function, as in websockets and asyncio
             return protocol
 
         try:
-            await self._open_transport(uri, factory, trusted)
+            await self._open_transport(uri, factory, hostname)
             assert protocol is not None
             ws = WebSocket(protocol)
             headers = self._headers_for(uri, trusted)
@@ -342,14 +349,13 @@ class connect:  # used like a function, as in websockets and asyncio
         log.debug("conn %d: connected to %s", protocol.id, uri.redacted())
         return ws
 
-    async def _open_transport(self, uri: WebSocketURI, factory: Any, trusted: bool) -> None:
+    async def _open_transport(self, uri: WebSocketURI, factory: Any, name: str | None) -> None:
         loop = asyncio.get_running_loop()
         context: ssl_module.SSLContext | None = None
         hostname: str | None = None
         if uri.secure:
             context = self._ssl or ssl_module.create_default_context()
-            # A server_hostname names the caller's server, not the one a redirect chose.
-            hostname = (trusted and self._server_hostname) or uri.host
+            hostname = name or uri.host
         proxy = proxy_for(uri.host, uri.port, uri.secure, self._proxy)
         if proxy is None:
             await loop.create_connection(

@@ -507,6 +507,27 @@ async def test_credentials_are_dropped_on_a_cross_origin_redirect(where: str) ->
         assert seen[0].get(name) is None, name
 
 
+async def test_server_hostname_is_kept_on_the_same_host() -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("first.example").configure_cert(context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    async with running(echo, ssl=context) as second:
+
+        def redirect(request: aiows.Request) -> aiows.Response:
+            return aiows.Response(302, "", [("Location", f"wss://127.0.0.1:{second.port}/")])
+
+        async with running(echo, ssl=context, process_request=redirect) as first:
+            uri = url(first, scheme="wss")
+            options = {"ssl": client_context, "server_hostname": "first.example", "proxy": None}
+            async with aiows.connect(uri, **options) as ws:
+                await ws.send("another port, the same name")
+                assert await ws.recv() == "another port, the same name"
+
+
 async def test_server_hostname_is_not_carried_to_another_host() -> None:
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
