@@ -51,8 +51,8 @@ class Resumer:
     they belong to. The position of the default group (envelopes without ``group``)
     goes in the query as ``last`` and ``epoch``; that of group ``G`` as ``last.G`` and
     ``epoch.G``. Before any message the URI is the one given (no ``last``: only new
-    messages). Instances are callables returning the URI, as ``aiows.connect``
-    accepts for a URI computed at each attempt.
+    messages). Instances are callables returning the URI: ``aiows.connect(resumer)``
+    calls it at each attempt of ``async for ws in ...``.
     """
 
     def __init__(

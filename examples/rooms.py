@@ -60,22 +60,22 @@ async def room(ws: aiows.WebSocket) -> None:
                 hub.broadcast(message, group)
 
 
-async def follow(uri: str, show: Callable[[str], None], retry: float = 1.0) -> None:
+async def follow(uri: str, show: Callable[[str], None], backoff: float = 1.0) -> None:
     """Show every message of the room at ``uri``, each once, across reconnections."""
     resumer = aiows.Resumer(uri)  # the last offset and epoch seen: the URI to come back with
-    while True:
+    # connect() calls resumer() at each attempt: ?last=N&epoch=E once a message came.
+    async for ws in aiows.connect(resumer, backoff_min=backoff, backoff_max=30 * backoff):
         try:
-            async with aiows.connect(resumer()) as ws:
-                async for message in ws:
-                    data = resumer.observe(message)
-                    if "reload" in data:  # not recovered: a real client reloads its view
-                        resumer.forget()
-                        show("(history lost: reload)")
-                    else:
-                        show(data["text"])
-        except (aiows.ConnectionClosed, aiows.ConnectError, OSError):
-            pass
-        await asyncio.sleep(retry)
+            async for message in ws:
+                data = resumer.observe(message)
+                if "reload" in data:  # not recovered: a real client reloads its view
+                    resumer.forget()
+                    show("(history lost: reload)")
+                else:
+                    show(data["text"])
+        except aiows.ConnectionClosed:
+            pass  # reconnect and resume
+        await asyncio.sleep(backoff)  # even after a clean close, do not hammer the server
 
 
 async def main() -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
 from conftest import TIMEOUT, running, url
 
 import aiows
@@ -74,21 +73,12 @@ async def test_reconnect_resumes_each_message_once_and_reloads_a_stale_epoch() -
         assert "last" not in resumer()
 
 
-def _connect_takes_a_callable() -> bool:
-    try:
-        aiows.connect(aiows.Resumer("ws://127.0.0.1:1/"))  # type: ignore[arg-type]
-    except Exception:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _connect_takes_a_callable(), reason="aiows.connect takes a URI only")
 async def test_connect_with_a_resumer_computes_the_uri_at_each_attempt() -> None:
     rooms = load_rooms()
     async with running(rooms.room) as server:
         resumer = aiows.Resumer(url(server, "/room/r"))
         attempts = 0
-        async for ws in aiows.connect(resumer, backoff_min=0.01, backoff_max=0.05):  # type: ignore[arg-type]
+        async for ws in aiows.connect(resumer, backoff_min=0.01, backoff_max=0.05):
             attempts += 1
             if attempts == 1:
                 await ws.send("first")
@@ -108,7 +98,7 @@ async def test_the_rooms_client_follows_across_a_dropped_connection() -> None:
     shown: list[str] = []
     async with running(rooms.room) as server:
         follower = asyncio.ensure_future(
-            rooms.follow(url(server, "/room/f"), shown.append, retry=0.05)
+            rooms.follow(url(server, "/room/f"), shown.append, backoff=0.05)
         )
         try:
             while rooms.hub.count(group) < 1:
