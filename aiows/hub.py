@@ -13,6 +13,12 @@ connection; the hub reads each member's :attr:`~aiows.WebSocket.latency` for its
 A hub talks to a :class:`~aiows.backends.Backend`. The default keeps everything in this
 process; a shared one (Redis) carries broadcasts, presence and history between processes,
 so the same hub API serves members connected to any of them.
+
+A group that keeps a history numbers its messages with offsets within an epoch. With a
+shared backend a process loads a group's history the first time it sees the group
+(``await hub.keep_history(...)`` waits for it); nothing broadcast meanwhile is dropped.
+:meth:`Hub.resume` joins a member and replays what it missed strictly before any live
+message of the group, each message once.
 """
 
 from __future__ import annotations
