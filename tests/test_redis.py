@@ -362,13 +362,14 @@ async def test_unreadable_history_entries_are_skipped_and_counted(
 
     broker = redis_server.url()
     prefix = broker.rpartition("prefix=")[2]
-    good = [aiows.backends.wire.encode("n", "g", t, None, o, "E") for o, t in ((3, "c"), (4, "d"))]
+    good = [aiows.backends.wire.encode("n", "g", t, None, o, "E") for o, t in ((4, "d"), (5, "e"))]
     client = aioredis.Redis(port=redis_server.port)
-    await client.hset(f"{prefix}:h:seq:g", mapping={"epoch": "E", "offset": 4})
+    await client.hset(f"{prefix}:h:seq:g", mapping={"epoch": "E", "offset": 5})
     stream = f"{prefix}:h:history:g"
-    await client.xadd(stream, {"o": 1, "e": "E", "w": b"AW1 t n - 1 1\ng" + b"old"})
+    await client.xadd(stream, {"o": 1, "w": b"AW1 t n - 1 1\ngold"})  # an aiows of version 1
     await client.xadd(stream, {"o": 2, "e": "E"})  # no payload
-    for offset, data in zip((3, 4), good, strict=True):
+    await client.xadd(stream, {"o": 3, "e": "E", "w": b"AW9 t n - E 3 1\ngnew"})  # a newer one
+    for offset, data in zip((4, 5), good, strict=True):
         await client.xadd(stream, {"o": offset, "e": "E", "w": data})
     await client.aclose()
 
@@ -379,8 +380,8 @@ async def test_unreadable_history_entries_are_skipped_and_counted(
     try:
         await asyncio.wait_for(history, TIMEOUT)
         assert backend.connected and history.epoch == "E"
-        assert history.last == 4 and history.since(2) == ["c", "d"]
-        assert backend.stats().unreadable == 2 and backend.stats().reconnects == 0
+        assert history.last == 5 and history.since(3) == ["d", "e"]
+        assert backend.stats().unreadable == 3 and backend.stats().reconnects == 0
     finally:
         await hub.close()
 

@@ -310,7 +310,7 @@ class RedisBackend(Backend):
         for _, flat in reversed(raw[2]):
             try:
                 fields = dict(zip(flat[::2], flat[1::2], strict=True))
-                if fields.get(b"e", b"").decode() == epoch:
+                if fields[b"e"].decode() == epoch:  # older epochs' entries: not ours now
                     entries.append((int(fields[b"o"]), decode(fields[b"w"]).message))
             except (KeyError, ValueError, WireError, AttributeError):
                 bad += 1
