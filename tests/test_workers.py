@@ -250,3 +250,55 @@ async def test_a_stale_unix_socket_is_replaced(redis_server: RedisServer, tmp_pa
         assert await supervisor.stop() == 0
     finally:
         await finish(supervisor, TIMEOUT)
+
+
+async def chat_guest(port: int) -> tuple[ClientConnection, dict[str, object]]:
+    """Connect to the chat; return the client and its own join announcement."""
+    ws = await websockets.connect(f"ws://127.0.0.1:{port}/", compression=None)
+    while True:
+        event = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        if event["type"] == "join":
+            return ws, event
+
+
+async def test_chat_on_two_workers_names_guests_uniquely_and_counts_all(
+    redis_server: RedisServer,
+) -> None:
+    supervisor = await AiowsProcess.start(
+        "chat", "--workers", "2", "--broker", redis_server.url(), "--port", "0"
+    )
+    clients: list[ClientConnection] = []
+    try:
+        port = int((await supervisor.expect(r"with 2 workers on 127\.0\.0\.1:(\d+)")).group(1))
+        for index in (1, 2):
+            await supervisor.expect(rf"\[worker {index}\] .*serving")
+        names = []
+        for _ in range(8):  # the kernel spreads them over both workers
+            ws, joined = await chat_guest(port)
+            clients.append(ws)
+            names.append(joined["name"])
+        assert len(set(names)) == len(names), f"duplicate guest names: {names}"
+        # Each worker's guests have a tag of their own: go on until both are seen.
+        tags = {str(name).rsplit("-", 1)[0] for name in names}
+        while len(tags) < 2 and len(clients) < 40:
+            ws, joined = await chat_guest(port)
+            clients.append(ws)
+            names.append(joined["name"])
+            tags.add(str(joined["name"]).rsplit("-", 1)[0])
+        assert len(tags) == 2, f"one worker got every client: {names}"
+        # The count covers both workers (presence crosses Redis a moment later).
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while True:
+            ws, joined = await chat_guest(port)
+            if joined["count"] == len(clients) + 1:
+                break
+            await ws.close()
+            assert asyncio.get_running_loop().time() < deadline, (joined, len(clients) + 1)
+            await asyncio.sleep(0.2)
+        clients.append(ws)
+    finally:
+        for ws in clients:
+            await ws.close()
+        if supervisor.process.returncode is None:
+            supervisor.process.send_signal(signal.SIGTERM)
+        await finish(supervisor, TIMEOUT)

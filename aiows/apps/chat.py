@@ -17,29 +17,35 @@ have its public name in ``allowed_hosts``.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import itertools
 import json
+import secrets
 from collections.abc import Sequence
 from importlib import resources
 from urllib.parse import urlsplit
 
-from ..backends import Backend
+from ..backends import Backend, BackendError
 from ..connection import WebSocket
 from ..http import Request, Response, error_response
-from ..hub import Hub, Presence
+from ..hub import Hub
 from . import App
 
 __all__ = ["Chat"]
 
 ROOM = "chat"
+#: Seconds a join or leave announcement waits for the count of every process.
+PRESENCE_TIMEOUT = 2.0
 
 
 class Chat:
     """One chat room: its hub, its page, and its guest names.
 
     Give a shared ``backend`` (or run ``serve chat --broker URL``) and guests connected
-    to different processes share the room; the counts announced are of this process.
+    to different processes share the room: guest names carry a tag of their process,
+    and the counts announced are of every process (``hub.presence``, asked for at most
+    ``PRESENCE_TIMEOUT`` seconds; this process's count when the broker cannot tell).
     """
 
     def __init__(
@@ -51,11 +57,12 @@ class Chat:
         allowed_hosts: Sequence[str] = (),
     ) -> None:
         self.hub = hub if hub is not None else Hub(name="chat", backend=backend)
-        self.hub.subscribe(self._presence)
-        self._names: dict[WebSocket, str] = {}
         self._origins = None if origins is None else set(origins)
         self._allowed_hosts = {_host_name(host) for host in allowed_hosts}
         self._numbers = itertools.count(1)
+        # Guests of other processes are numbered too: a tag of this process's own keeps
+        # the names apart ("guest-3f9a1c-1"); a room of one process needs none.
+        self._prefix = f"guest-{secrets.token_hex(3)}-" if self.hub.backend.shared else "guest-"
         self._page = resources.files(__package__).joinpath("chat.html").read_bytes()
 
     def app(self) -> App:
@@ -93,25 +100,45 @@ class Chat:
         return not _over_loopback(request.remote_address)
 
     async def handler(self, ws: WebSocket) -> None:
-        """Join the room (announced), relay the guest's messages to it, then leave it."""
-        name = self._names[ws] = f"guest-{next(self._numbers)}"
-        try:
-            async with self.hub.joined(ws, ROOM):
+        """Join the room (announced), relay the guest's messages to it, then leave it.
+
+        The leave is announced here too, however the connection ended: the server waits
+        for handlers at shutdown, so announcements are out before the hub closes.
+        """
+        name = f"{self._prefix}{next(self._numbers)}"
+        others = await self._remote_count()
+        async with self.hub.joined(ws, ROOM):
+            try:
+                # In the same turn as the join: the guest's first message is its own join.
+                self._announce("join", name, others)
                 async for message in ws:
                     if isinstance(message, str):
                         self._send({"type": "message", "from": name, "text": message})
-        finally:
-            self._names.pop(ws, None)
+            finally:
+                self.hub.leave(ws, ROOM)
+                try:
+                    others = await self._remote_count()
+                finally:  # even when cancelled: the count known at the join is close enough
+                    self._announce("leave", name, others)
 
-    def _presence(self, event: Presence) -> None:
-        # Joins and leaves come from the hub, so a guest whose connection drops is
-        # announced as gone even if the handler never gets to run its cleanup.
-        if event.group != ROOM:
-            return
-        name = self._names.get(event.ws, "guest")
-        if event.kind == "leave":
-            self._names.pop(event.ws, None)
-        self._send({"type": event.kind, "name": name, "count": event.count})
+    def _announce(self, kind: str, name: str, others: int) -> None:
+        count = self.hub.count(ROOM) + others
+        self._send({"type": kind, "name": name, "count": count})
+
+    async def _remote_count(self) -> int:
+        """Return how many guests other processes have (0 when the broker cannot tell).
+
+        This process's own joins and leaves may not have reached the broker yet: its
+        members are counted here (``hub.count``), the others' from the broker.
+        """
+        if not self.hub.backend.shared:
+            return 0
+        try:
+            members = await asyncio.wait_for(self.hub.presence(ROOM), PRESENCE_TIMEOUT)
+        except (BackendError, asyncio.TimeoutError):
+            return 0
+        mine = f"{self.hub.backend.node}/"
+        return sum(1 for member in members if not member.startswith(mine))
 
     def _send(self, payload: dict[str, object]) -> None:
         self.hub.broadcast(json.dumps(payload, ensure_ascii=False), ROOM)
