@@ -224,6 +224,9 @@ class Tracker(Protocol):
     def gone(self, port: int) -> bool:
         """True once the server no longer holds the connection from ``port``."""
 
+    def still_open(self, port: int) -> None:
+        """Say that the client on ``port`` saw no EOF or reset after the server let go."""
+
     async def drained(self, port: int, seconds: float) -> None:
         """Wait until the server has read everything the client on ``port`` sent."""
 
@@ -249,6 +252,23 @@ async def _until(done: Callable[[], bool], stop: asyncio.Event, seconds: float) 
     deadline = time.monotonic() + seconds
     while not done() and not stop.is_set() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+
+
+async def _gone(client: RawWS, tracker: Tracker, stop: asyncio.Event) -> None:
+    """Wait until the server let go; then read, and expect EOF or a reset within 10 s.
+
+    The second half checks, from the client's side, what the tracker saw on the
+    server's: a connection the server closed ends for its peer too.
+    """
+    await _until(lambda: tracker.gone(client.port), stop, 120)
+    if not tracker.gone(client.port):
+        return
+    assert client.transport is not None
+    client.transport.resume_reading()
+    try:
+        await asyncio.wait_for(asyncio.shield(client.lost), 10)
+    except asyncio.TimeoutError:
+        tracker.still_open(client.port)
 
 
 async def _deaf(port: int, path: str, kind: str, tracker: Tracker) -> RawWS:
@@ -290,7 +310,7 @@ async def _deaf_writer(
     try:
         await tracker.stalled(client.port, 60)
         tracker.misbehaving(client.port)
-        await _until(lambda: tracker.gone(client.port), stop, 120)
+        await _gone(client, tracker, stop)
     finally:
         writing.cancel()
 
@@ -322,7 +342,7 @@ async def never_reading_firehose(port: int, tracker: Tracker, stop: asyncio.Even
     try:
         await tracker.stalled(client.port, 60)
         tracker.misbehaving(client.port)
-        await _until(lambda: tracker.gone(client.port), stop, 120)
+        await _gone(client, tracker, stop)
     finally:
         pongs.cancel()
 
@@ -345,7 +365,7 @@ async def slow_closer(port: int, tracker: Tracker, stop: asyncio.Event, size: in
     await _until(lambda: client.write_buffer_size() == 0, stop, 30)
     await tracker.drained(client.port, 30)
     tracker.misbehaving(client.port)
-    await _until(lambda: tracker.gone(client.port), stop, 120)
+    await _gone(client, tracker, stop)
 
 
 async def frame_slowloris(port: int, tracker: Tracker, stop: asyncio.Event, pace: float) -> None:
@@ -359,7 +379,7 @@ async def frame_slowloris(port: int, tracker: Tracker, stop: asyncio.Event, pace
             break
         client.transport.write(frame[index : index + 1])
         await asyncio.sleep(pace)
-    await _until(lambda: tracker.gone(client.port), stop, 120)
+    await _gone(client, tracker, stop)
 
 
 async def tiny_fragments(port: int, tracker: Tracker, stop: asyncio.Event, size: int) -> None:
@@ -381,7 +401,7 @@ async def tiny_fragments(port: int, tracker: Tracker, stop: asyncio.Event, size:
     await _until(lambda: client.write_buffer_size() == 0, stop, 30)
     await tracker.drained(client.port, 30)
     tracker.misbehaving(client.port)
-    await _until(lambda: tracker.gone(client.port), stop, 120)
+    await _gone(client, tracker, stop)
 
 
 async def reconnect_storm(port: int, tracker: Tracker, stop: asyncio.Event, cycles: int) -> int:
