@@ -631,3 +631,30 @@ async def test_resume_with_presence_announcements_replays_first_and_each_once() 
         assert [m["offset"] for m in got if "offset" in m] == [6, 7]
         for ws in (a, b, c):
             await ws.close()
+
+
+async def test_live_messages_held_for_a_resume_are_bounded(monkeypatch: Any) -> None:
+    """While a resume waits for the history, live messages wait for the member: past
+    HOLD_LIMIT of them it is closed as a slow consumer (1013), counted, never unbounded."""
+    monkeypatch.setattr(aiows.hub, "HOLD_LIMIT", 3)
+    hub = aiows.Hub()
+    history = hub.keep_history("g")
+    history._set_loading()  # as a history that a backend is still loading
+    resumed = asyncio.Event()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        resuming = asyncio.ensure_future(hub.resume(ws, "g", 0))
+        await ws.wait_closed()
+        resumed.set()
+        await resuming
+
+    async with running(handler) as server:
+        c = await client(server)
+        await wait_for(lambda: hub.count("g") == 1)
+        for n in range(5):
+            hub.broadcast(str(n), "g")
+        await asyncio.wait_for(resumed.wait(), TIMEOUT)
+        with pytest.raises(websockets.ConnectionClosed):
+            await recv(c)
+        assert c.close_code == 1013 and hub.stats().closed_slow == 1
+        history._set_loaded()
