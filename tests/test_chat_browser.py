@@ -1,15 +1,20 @@
-"""The chat page in a real headless Chromium: two pages and a Python client share one room."""
+"""The chat page in a real headless Chromium: pages and a Python client share one room,
+on one process and on two workers with Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
 from conftest import TIMEOUT, running, url
+from redisfixture import AiowsProcess, RedisServer, redis_server_in
 
 from aiows.apps.chat import Chat
 
@@ -74,3 +79,58 @@ async def until_message(ws: Any, text: str) -> dict[str, Any]:
         event = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
         if event.get("type") == "message" and event.get("text") == text:
             return dict(event)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from redis_server_in(tmp_path)
+
+
+async def own_name(page: Any) -> str:
+    """Return the name the page's guest got: the first join it saw is its own."""
+    await page.wait_for_function(
+        "document.querySelector('#messages .system') !== null", timeout=TIMEOUT * 3000
+    )
+    text = await page.text_content("#messages .system")
+    match = re.search(r"(guest-\S+) joined", text or "")
+    assert match, text
+    return match.group(1)
+
+
+async def test_chat_on_two_workers_in_chromium(redis_server: RedisServer) -> None:
+    supervisor = await AiowsProcess.start(
+        "chat", "--workers", "2", "--broker", redis_server.url(), "--port", "0"
+    )
+    try:
+        port = int((await supervisor.expect(r"with 2 workers on 127\.0\.0\.1:(\d+)")).group(1))
+        for index in (1, 2):
+            await supervisor.expect(rf"\[worker {index}\] .*serving")
+        async with async_api.async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                pages: dict[str, Any] = {}  # by the process tag of their guest
+                names = []
+                while len(pages) < 2 and len(names) < 12:  # the kernel picks the worker
+                    page = await browser.new_page()
+                    await page.goto(f"http://127.0.0.1:{port}/")
+                    names.append(await own_name(page))
+                    pages.setdefault(names[-1].rsplit("-", 1)[0], page)
+                assert len(set(names)) == len(names), f"duplicate guest names: {names}"
+                assert len(pages) == 2, f"every page reached one worker: {names}"
+                one, other = pages.values()
+                await one.fill("#message", "from one worker to the other")
+                await one.click("#send")
+                await other.wait_for_function(
+                    """() => [...document.querySelectorAll('#messages .msg')]
+                        .some(e => e.textContent.includes('from one worker to the other'))""",
+                    timeout=TIMEOUT * 1000,
+                )
+                last = page  # the latest join's count is of every page, on both workers
+                await last.wait_for_function(
+                    f"document.querySelector('#online b').textContent === '{len(names)}'",
+                    timeout=TIMEOUT * 1000,
+                )
+            finally:
+                await browser.close()
+    finally:
+        await supervisor.stop()
