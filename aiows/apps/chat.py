@@ -46,6 +46,8 @@ class Chat:
     to different processes share the room: guest names carry a tag of their process,
     and the counts announced are of every process (``hub.presence``, asked for at most
     ``PRESENCE_TIMEOUT`` seconds; this process's count when the broker cannot tell).
+    ``allowed_hosts`` are ``Host`` names served to loopback clients besides loopback
+    ones (see the module's docstring); ``origins`` the allowed ``Origin`` values.
     """
 
     def __init__(
