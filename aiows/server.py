@@ -202,8 +202,8 @@ class Server:
                 return answer
         if not request.is_upgrade:
             return error_response(426, [("Upgrade", "websocket")])
-        if request.version != "HTTP/1.1" or not _valid_key(request):
-            return error_response(400)
+        if request.method != "GET" or request.version != "HTTP/1.1" or not _valid_key(request):
+            return error_response(400)  # RFC 6455 §4.1: the opening handshake is a GET
         if self._route(request.path) is None:
             return error_response(404)
         if self._origins is not None and request.headers.get("Origin") not in self._origins:

@@ -357,3 +357,12 @@ async def test_unix_path_replaces_only_a_stale_socket(tmp_path: Path) -> None:
                 assert await ws.recv() == "fresh"
         with socket.socket(socket.AF_UNIX) as client:
             client.connect(str(live_path))  # the live server keeps its socket
+
+
+@pytest.mark.parametrize("method", ["HEAD", "POST"])
+async def test_an_upgrade_by_another_method_than_get_is_refused(method: str) -> None:
+    async with running(echo) as server:
+        request = handshake().replace(b"GET ", method.encode() + b" ", 1)
+        status, head, body = await http_answer(server.port, request)
+        assert status == 400  # never 101: RFC 6455 §4.1 opens with GET only
+        assert body == (b"" if method == "HEAD" else b"400 Bad Request\n")
