@@ -195,7 +195,8 @@ def supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
             where,
             "SO_REUSEPORT" if reuse else "one shared socket",
         )
-        grace = (args.close_timeout or 0.0) + GRACE_MARGIN
+        # A worker's shutdown waits up to close_timeout for its clients (10 s when off).
+        grace = (args.close_timeout or 10.0) + GRACE_MARGIN
         fds = () if reuse else (sock.fileno(),)
         supervisor = Supervisor(command, args.workers, fds, grace=grace)
         asyncio.run(supervisor.run())
