@@ -17,7 +17,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from rawclient import handshake
 
@@ -168,13 +168,16 @@ class RawWS(asyncio.Protocol):
         return self.transport.get_write_buffer_size()
 
 
+Client = TypeVar("Client", bound=RawWS)
+
+
 async def connect(
     port: int,
-    factory: Callable[[], RawWS],
+    factory: Callable[[], Client],
     *,
     rcvbuf: int | None = None,
     timeout: float = 30.0,
-) -> RawWS:
+) -> Client:
     """Open a client on 127.0.0.1:``port`` and wait for its 101.
 
     ``rcvbuf`` sets SO_RCVBUF before connecting, so that the TCP window itself is small

@@ -38,8 +38,9 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,8 @@ class Record:
     port: int
     since: float | None = None
     connected_at: float = field(default_factory=time.monotonic)
+    #: The server's kernel send queue to this client when the clock started.
+    queued_at_start: int = 0
     absent_since: float | None = None
     gone_at: float | None = None
 
@@ -235,6 +238,7 @@ class Tracker:
         record = self.active[port]
         if record.since is None:
             record.since = time.monotonic()
+            record.queued_at_start = self.queued.get(port, (0, 0.0))[0]
 
     def gone(self, port: int) -> bool:
         record = self.active.get(port)
@@ -358,8 +362,8 @@ def start_server(log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
     pytest.fail(f"the server did not start: {log_path.read_text()[-2000:]}")
 
 
-async def _gather_bounded(coros: list[Coroutine[Any, Any, Any]], seconds: float) -> list[Any]:
-    return await asyncio.wait_for(asyncio.gather(*coros, return_exceptions=True), seconds)
+async def _gather_bounded(aws: Iterable[Awaitable[Any]], seconds: float) -> list[Any]:
+    return await asyncio.wait_for(asyncio.gather(*aws, return_exceptions=True), seconds)
 
 
 async def connect_many(port: int, factories: list[Callable[[], RawWS]]) -> list[Any]:
@@ -404,10 +408,12 @@ class Traffic:
     def everyone_subscribed(self) -> list[Subscriber]:
         return [*self.subscribers, self.broadcaster, self.firehose]
 
+    def everyone(self) -> list[RawWS]:
+        return [*self.echoes, *self.everyone_subscribed(), self.publisher]
+
     def failures(self) -> list[str]:
         found = []
-        everyone = [*self.echoes, *self.everyone_subscribed(), self.publisher]
-        lost = [c for c in everyone if c.lost.done()]
+        lost = [c for c in self.everyone() if c.lost.done()]
         if lost:
             found.append(
                 f"{len(lost)} well-behaved clients lost their connection, e.g. on {lost[0].path} "
@@ -428,16 +434,17 @@ class Traffic:
             )
         if self.firehose.received != self.publisher.sent:
             found.append(f"firehose: {self.firehose.received} of {self.publisher.sent} arrived")
-        for client in [*self.echoes, *self.everyone_subscribed()]:
+        checked: list[EchoClient | Subscriber] = [*self.echoes, *self.everyone_subscribed()]
+        for client in checked:
             found += client.errors[:1]
         return found[:20]
 
 
 def hostile_tasks(
     port: int, tracker: Tracker, stop: asyncio.Event, spread: float
-) -> list[Callable[[], Awaitable[Any]]]:
+) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
     """Return one starter per hostile client, each waiting its turn within ``spread`` s."""
-    kinds: dict[str, Callable[[], Awaitable[Any]]] = {
+    kinds: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
         "ping flood": lambda: hostile.ping_flood(port, tracker, stop, PING_FLOOD_BYTES),
         "never reading (echo)": lambda: hostile.never_reading_echo(
             port, tracker, stop, NEVER_READING_BYTES
@@ -450,7 +457,7 @@ def hostile_tasks(
     }
     order = [kind for kind, count in HOSTILE.items() for _ in range(count)]
     random.Random(11).shuffle(order)
-    starters = []
+    starters: list[Callable[[], Coroutine[Any, Any, Any]]] = []
     for i, kind in enumerate(order):
         delay = 1.0 + spread * i / len(order)
 
@@ -487,9 +494,14 @@ def gone_failures(tracker: Tracker) -> tuple[list[str], dict[str, str]]:
         if not records:
             found.append(f"{kind}: no connection was ever made")
         elif late:
+            examples = ", ".join(
+                f"{_wait(r, now):.1f}s (kernel queue {r.queued_at_start // 1024} KiB at start)"
+                for r in late[:3]
+            )
             found.append(
                 f"{kind}: {len(late)} of {len(records)} not gone within {GONE_WITHIN:.0f}s "
-                f"({never} still held by the server after up to {max(waits):.0f}s)"
+                f"({never} still held by the server after up to {max(waits):.0f}s); "
+                f"e.g. {examples}"
             )
     if tracker.reused:
         found.append(f"{tracker.reused} client ports reused while still held")
@@ -529,11 +541,9 @@ async def still_serves(port: int) -> str | None:
     return None if reply == b"still here?" else f"a new client got {reply!r}"
 
 
-async def soak(port: int, pid: int, report: dict[str, Any]) -> list[str]:
-    """Run the soak against the server on ``port``; return the failures found."""
-    failures: list[str] = []
-    tracker = Tracker(port, pid)
-    factories: list[Callable[[], RawWS]] = [lambda i=i: EchoClient(i) for i in range(ECHO_CLIENTS)]
+async def start_traffic(port: int, pid: int, report: dict[str, Any]) -> Traffic:
+    """Connect the 500 well-behaved clients; note the time taken and the server's RSS."""
+    factories: list[Callable[[], RawWS]] = [partial(EchoClient, i) for i in range(ECHO_CLIENTS)]
     factories += [Subscriber for _ in range(SUBSCRIBERS + 1)]
     factories += [Publisher, Firehose]
     began = time.monotonic()
@@ -542,40 +552,70 @@ async def soak(port: int, pid: int, report: dict[str, Any]) -> list[str]:
     assert not errors, f"{len(errors)} well-behaved clients could not connect: {errors[0]!r}"
     report["connect 500"] = f"{time.monotonic() - began:.1f}s"
     report["rss with 500 idle"] = f"{rss(pid, 'VmRSS') / 2**20:.0f} MB"
-    subscribers = clients[ECHO_CLIENTS:-3]
-    traffic = Traffic(clients[:ECHO_CLIENTS], subscribers, *clients[-3:])
+    return Traffic(clients[:ECHO_CLIENTS], clients[ECHO_CLIENTS:-3], *clients[-3:])
+
+
+async def soak(port: int, pid: int, report: dict[str, Any]) -> list[str]:
+    """Run the soak against the server on ``port``; return the failures found."""
+    traffic = await start_traffic(port, pid, report)
+    tracker = Tracker(port, pid)
     stop_traffic, stop_hostile, stop_tracker = asyncio.Event(), asyncio.Event(), asyncio.Event()
     spread = max(1.0, SOAK_SECONDS - GONE_WITHIN - 15)
-    scanning = asyncio.create_task(tracker.run(stop_tracker))
     lags: list[float] = []
-    lagging = asyncio.create_task(loop_lag(stop_tracker, lags))
+    watching = [
+        asyncio.create_task(tracker.run(stop_tracker)),
+        asyncio.create_task(loop_lag(stop_tracker, lags)),
+    ]
     talking = asyncio.create_task(traffic.run(stop_traffic))
     starters = hostile_tasks(port, tracker, stop_hostile, spread)
     hostiles = [asyncio.create_task(start()) for start in starters]
     await asyncio.sleep(SOAK_SECONDS)
     stop_traffic.set()
     await talking
-    deadline = time.monotonic() + 15
-    while not traffic.settled() and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    failures += traffic.failures()
+    await _until(traffic.settled, 15)
+    failures = traffic.failures()
     gone, figures = gone_failures(tracker)
     failures += gone
     report.update(figures)
     stop_hostile.set()
     stop_tracker.set()
-    await scanning
-    await lagging
+    await asyncio.gather(*watching)
     report["test loop lag"] = f"max {max(lags):.2f}s, {sum(lag > 0.5 for lag in lags)} over 0.5s"
     results = await _gather_bounded(hostiles, 60)
+    failures += hostile_failures(tracker, results)
+    failures += server_figures(pid, tracker, traffic, report)
+    problem = await still_serves(port)
+    failures += [problem] if problem else []
+    for client in traffic.everyone():
+        if client.transport is not None:
+            client.transport.abort()
+    return failures
+
+
+async def _until(done: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+
+
+def hostile_failures(tracker: Tracker, results: list[Any]) -> list[str]:
+    """Return what went wrong with the hostile clients themselves."""
+    found = []
     crashed = [r for r in results if isinstance(r, BaseException)]
     if crashed:
-        failures.append(f"{len(crashed)} hostile clients failed to run: {crashed[0]!r}")
+        found.append(f"{len(crashed)} hostile clients failed to run: {crashed[0]!r}")
     if tracker.open_after_gone:
-        failures.append(
+        found.append(
             f"{len(tracker.open_after_gone)} hostile clients saw no EOF or reset within 10 s "
             "of the server letting go of their connection"
         )
+    return found
+
+
+def server_figures(
+    pid: int, tracker: Tracker, traffic: Traffic, report: dict[str, Any]
+) -> list[str]:
+    """Note the server's RSS, CPU and latency in ``report``; return the RSS failure if any."""
     peak = max(rss(pid, "VmHWM"), *tracker.rss_samples)
     report["peak rss"] = f"{peak / 2**20:.0f} MB (bound {RSS_BOUND / 2**20:.0f} MB)"
     report["rss at the end"] = f"{tracker.rss_samples[-1] / 2**20:.0f} MB"
@@ -584,16 +624,8 @@ async def soak(port: int, pid: int, report: dict[str, Any]) -> list[str]:
     report["broadcasts"] = traffic.broadcasts
     report["echo messages"] = sum(c.sent for c in traffic.echoes)
     if peak > RSS_BOUND:
-        failures.append(f"server peak RSS {peak / 2**20:.0f} MB > {RSS_BOUND / 2**20:.0f} MB")
-    problem = await still_serves(port)
-    if problem:
-        failures.append(problem)
-    for client in clients:
-        if client.transport is not None:
-            client.transport.abort()
-    for task in hostiles:
-        task.cancel()
-    return failures
+        return [f"server peak RSS {peak / 2**20:.0f} MB > {RSS_BOUND / 2**20:.0f} MB"]
+    return []
 
 
 @pytest.mark.slow
