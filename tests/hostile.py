@@ -7,7 +7,13 @@ keys, which no server can check) and it spares the test process the XOR.
 
 The module also holds the server application the soak runs in a subprocess
 (``python -m aiows serve hostile:soak_app``): ``/echo`` echoes, ``/broadcast`` relays
-every message to every ``/broadcast`` client through one hub.
+every message to every hub member, ``/firehose`` joins a busy group that ``/publish``
+feeds.
+
+Each hostile kind tells a :class:`Tracker` when its clock starts: at the first
+misbehaving byte (ping flood aside), or, for what cannot be seen sooner, when the
+server has read everything sent (slow closer, fragments) or when the server's kernel
+send queue to the client is full (ping flood, never reading).
 """
 
 from __future__ import annotations
@@ -241,10 +247,10 @@ class Tracker(Protocol):
         """
 
 
-#: SO_RCVBUF of the clients that never read: the kernel makes it about 2.3 KiB of window.
-#: The server's kernel send buffer still grows to about 3 MB on loopback before the
-#: server itself has to buffer anything, so every client that never reads sends (or
-#: draws) about 1 MB/s: the server can only notice after those 3 MB.
+#: SO_RCVBUF of the clients that never read: their kernel then takes only a few KiB.
+#: The server's kernel send buffer still grows to about 3 MB on loopback (autotuned up
+#: to tcp_wmem) before the server itself has to buffer anything, so every client that
+#: never reads sends (or draws) hundreds of kB/s: the server can notice only after that.
 SMALL_RCVBUF = 4096
 #: The most any hostile client keeps in its own write buffer.
 _CLIENT_BUFFER = 2**16
