@@ -10,10 +10,10 @@ The module also holds the server application the soak runs in a subprocess
 every message to every hub member, ``/firehose`` joins a busy group that ``/publish``
 feeds.
 
-Each hostile kind tells a :class:`Tracker` when its clock starts: at the first
-misbehaving byte (ping flood aside), or, for what cannot be seen sooner, when the
-server has read everything sent (slow closer, fragments) or when the server's kernel
-send queue to the client is full (ping flood, never reading).
+Each hostile kind tells a :class:`Tracker` when its clock starts: at its first
+misbehaving byte (frame slowloris), at the drop (reconnect storm), once the server has
+read everything it sent (slow closer, 2-byte fragments), or once the server's kernel
+send queue to it is full (ping flood, never reading): before that no server can tell.
 """
 
 from __future__ import annotations
