@@ -1,0 +1,310 @@
+"""End to end: the chat service the README builds, on two workers and a real Redis.
+
+``examples/service.py`` (a token checked in ``process_request``, the user in
+``request.state``, rooms with history, resume) runs as ``python -m aiows serve
+service:app --workers 2 --broker redis://...``. Twelve clients, four in each of three
+rooms, read with ``async for ws in aiows.connect(resumer)`` and send numbered messages
+while one worker is killed with SIGKILL (its clients reconnect and resume on whichever
+worker they reach); then Redis restarts without persistence and the worker holding most
+clients is killed again while the clients talk on.
+
+What the test holds the service to, as the README's "What is guaranteed" and "When
+Redis goes away" say it:
+
+- Within an epoch, every client ends with every message of its room exactly once, in
+  offset order (1, 2, 3, ... with no gap), each with the ``from`` its sender's token
+  names; a reconnection resumes without a gap or a repeat.
+- A Redis restart without persistence starts a new epoch in every room; no offset is
+  reused for another message within an epoch. A client that comes back with a position
+  in the old epoch is told to reload (``{"reload": 1, "epoch": new}``): it drops its view
+  of the new epoch and reconnects with ``last=0&epoch=new``, which replays all of it.
+  Clients that stayed connected get the new epoch live, from offset 1.
+- Nothing is sent while Redis is down: what an outage costs (messages reach their own
+  process only) is ``tests/test_scaleout.py``'s.
+- Sending is at most once: a message whose connection broke before its sender saw it
+  come back may be lost (it is "in doubt"; the sender does not send it again). Every
+  message a sender saw come back is in every view of its room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import importlib.util
+import os
+import signal
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from redisfixture import (
+    EXAMPLES,
+    TIMEOUT,
+    AiowsProcess,
+    RedisServer,
+    redis_server_in,
+    running_processes,
+)
+
+import aiows
+
+ROOMS = "abc"
+PER_ROOM = 4
+MESSAGES = 50  # per client and per phase
+
+#: (offset, from, number): one message as a client saw it.
+Seen = tuple[int, str, int]
+
+
+@functools.cache
+def service() -> ModuleType:
+    """``examples/service.py``, imported here for its ``token_for``."""
+    spec = importlib.util.spec_from_file_location("example_service", f"{EXAMPLES}/service.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def token_for(user: str) -> str:
+    token: str = service().token_for(user)
+    return token
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from redis_server_in(tmp_path)
+
+
+class Client:
+    """One user in one room: reads through reconnections, says numbers one at a time."""
+
+    def __init__(self, port: int, room: str, user: str, changed: asyncio.Condition) -> None:
+        self.room, self.user = room, user
+        self.resumer = aiows.Resumer(f"ws://127.0.0.1:{port}/room/{room}?token={token_for(user)}")
+        self.changed = changed  # notified on every message and every connection lost
+        #: What this client saw of its room, per epoch (in the order epochs came).
+        self.views: dict[str, list[Seen]] = {}
+        self.own: set[int] = set()  # own numbers seen coming back
+        self.sent: list[int] = []
+        self.in_doubt: set[int] = set()
+        self.reloads: list[dict[str, Any]] = []
+        self.connections = 0
+        self.worker = 0  # the pid serving the current connection
+        self.ws: aiows.WebSocket | None = None  # set once welcomed (the replay is over)
+        self.leaving = False
+
+    async def run(self) -> None:
+        attempts = aiows.connect(
+            self.resumer, backoff_min=0.05, backoff_max=0.5, open_timeout=TIMEOUT, proxy=None
+        )
+        async with contextlib.aclosing(aiter(attempts)) as connections:  # type: ignore[type-var]
+            async for ws in connections:
+                self.connections += 1
+                try:
+                    async for message in ws:
+                        async with self.changed:
+                            going_on = self.take(ws, message)
+                            self.changed.notify_all()
+                        if not going_on:
+                            break  # reload: connect again from the new epoch's start
+                except aiows.ConnectionClosed:
+                    pass  # the worker died: connect again, and resume
+                async with self.changed:
+                    self.ws = None
+                    self.changed.notify_all()
+                if self.leaving:
+                    return
+
+    def take(self, ws: aiows.WebSocket, message: aiows.Message) -> bool:
+        """Note one message; return False when the client must reconnect (reload)."""
+        data = self.resumer.observe(message)
+        if "welcome" in data:
+            assert data["welcome"] == self.user
+            self.worker, self.ws = data["worker"], ws
+        elif "reload" in data:  # the view of the epoch is rebuilt from its history
+            self.reloads.append(data)
+            self.views[data["epoch"]] = []
+            self.resumer.forget()
+            self.resumer.note({"offset": data["reload"] - 1, "epoch": data["epoch"]})
+            return False
+        else:
+            number = int(data["text"])
+            self.views.setdefault(data["epoch"], []).append((data["offset"], data["from"], number))
+            if data["from"] == self.user:
+                self.own.add(number)
+        return True
+
+    async def say(self, number: int) -> None:
+        """Send ``number`` and wait until it comes back, or the connection is replaced."""
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.ws is not None)
+            ws = self.ws
+        assert ws is not None
+        self.sent.append(number)
+        with contextlib.suppress(aiows.ConnectionClosed):
+            await ws.send(str(number))
+        async with self.changed:
+            await self.changed.wait_for(lambda: number in self.own or self.ws not in (None, ws))
+            if number not in self.own:  # the connection broke first: sent at most once
+                self.in_doubt.add(number)
+
+    def seen(self) -> set[tuple[str, int]]:
+        return {(sender, n) for view in self.views.values() for _, sender, n in view}
+
+    async def leave(self) -> None:
+        self.leaving = True
+        if self.ws is not None:
+            await self.ws.close()
+
+    async def drop(self) -> None:
+        """Close the connection as a network change would; the client comes back."""
+        if self.ws is not None:
+            await self.ws.close(1001)
+
+
+async def until(changed: asyncio.Condition, predicate: Callable[[], bool], what: str) -> None:
+    async with changed:
+        try:
+            await asyncio.wait_for(changed.wait_for(predicate), 3 * TIMEOUT)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"timed out waiting until {what}") from None
+
+
+async def speak(clients: Sequence[Client], numbers: range) -> None:
+    async def one(client: Client) -> None:
+        for number in numbers:
+            await asyncio.wait_for(client.say(number), 3 * TIMEOUT)
+
+    await asyncio.gather(*(one(client) for client in clients))
+
+
+def everyone_heard(clients: Sequence[Client]) -> bool:
+    """Whether each client saw every message any client of its room saw come back."""
+    for client in clients:
+        heard = {(c.user, n) for c in clients if c.room == client.room for n in c.own}
+        if not heard <= client.seen():
+            return False
+    return True
+
+
+async def kill_busiest(supervisor: AiowsProcess, clients: Sequence[Client]) -> list[Client]:
+    """SIGKILL the worker serving most clients, wait until the supervisor restarted it;
+    return the clients it served."""
+    pid = Counter(c.worker for c in clients).most_common(1)[0][0]
+    served = [c for c in clients if c.worker == pid]
+    mark = len(supervisor.log)
+    os.kill(pid, signal.SIGKILL)
+    died = await supervisor.expect(rf"worker (\d) \(pid {pid}\) died", mark)
+    await supervisor.expect(rf"\[worker {died.group(1)}\] .*serving", mark)
+    return served
+
+
+async def spread(changed: asyncio.Condition, clients: Sequence[Client]) -> None:
+    """Reconnect clients of the busiest worker until both workers serve some (the kernel
+    chooses where each connection goes), so that some clients stay connected through
+    the next kill."""
+    for _ in range(20):
+        busiest = Counter(c.worker for c in clients).most_common(1)[0][0]
+        if len({c.worker for c in clients}) == 2:
+            return
+        back = [c for c in clients if c.worker == busiest][::2]
+        connections = {c: c.connections for c in back}
+        for client in back:
+            await client.drop()
+        await until(
+            changed,
+            lambda back=back, connections=connections: all(
+                c.ws is not None and c.connections > connections[c] for c in back
+            ),
+            "the dropped clients are back",
+        )
+    raise AssertionError("the kernel kept every client on one worker")
+
+
+def check_views(room: Sequence[Client], phase: int, epoch: str) -> None:
+    """Every client of ``room`` saw the same messages of ``epoch``: offsets 1..N, each
+    sender's numbers of ``phase`` in the order sent, none missing but those in doubt."""
+    view = room[0].views[epoch]
+    for client in room:
+        assert client.views[epoch] == view, (client.user, room[0].user)
+    assert [offset for offset, _, _ in view] == list(range(1, len(view) + 1))
+    users = {client.user for client in room}
+    assert {sender for _, sender, _ in view} <= users
+    for client in room:
+        got = [n for _, sender, n in view if sender == client.user]
+        sent = [n for n in client.sent if n // MESSAGES == phase]
+        assert got == [n for n in sent if n in got], (client.user, got, sent)
+        assert set(sent) - set(got) <= client.in_doubt, (client.user, got, sent)
+
+
+async def test_a_chat_service_loses_nothing_across_a_worker_kill_and_a_redis_restart(
+    redis_server: RedisServer,
+) -> None:
+    args = ["service:app", "--port", "0", "--workers", "2", "--broker", redis_server.url()]
+    async with asyncio.timeout(12 * TIMEOUT), running_processes(args) as (supervisor,):
+        port = int((await supervisor.expect(r"with 2 workers on 127\.0\.0\.1:(\d+)")).group(1))
+        for index in (1, 2):
+            await supervisor.expect(rf"\[worker {index}\] .*serving")
+        forged = f"ws://127.0.0.1:{port}/room/a?token=mallory.{token_for('eve').split('.')[1]}"
+        with pytest.raises(aiows.InvalidStatus) as refused:
+            await aiows.connect(forged, proxy=None)
+        assert refused.value.status_code == 401
+
+        changed = asyncio.Condition()
+        clients = [Client(port, r, f"{r}{i}", changed) for r in ROOMS for i in range(PER_ROOM)]
+        rooms = [[c for c in clients if c.room == r] for r in ROOMS]
+        readers = [asyncio.create_task(client.run()) for client in clients]
+        await until(changed, lambda: all(c.ws is not None for c in clients), "all are welcome")
+        assert len({c.worker for c in clients}) == 2, "the kernel put every client on one worker"
+
+        # Phase 0, Redis's first epoch: a worker dies while everyone talks.
+        talk = asyncio.create_task(speak(clients, range(MESSAGES)))
+        half = len(clients) * MESSAGES // 2
+        await until(changed, lambda: sum(len(c.sent) for c in clients) >= half, "half is said")
+        moved = await kill_busiest(supervisor, clients)
+        await talk
+        await until(changed, lambda: everyone_heard(clients), "everyone heard phase 0")
+        assert moved and all(c.connections >= 2 for c in moved)
+
+        await spread(changed, clients)
+
+        # Redis restarts empty while nobody talks; the busiest worker dies right after.
+        mark = len(supervisor.log)
+        redis_server.stop()
+        for index in (1, 2):
+            await supervisor.expect(rf"\[worker {index}\] .*redis unreachable", mark)
+        mark = len(supervisor.log)
+        redis_server.start()
+        for index in (1, 2):
+            await supervisor.expect(rf"\[worker {index}\] .*redis is back", mark)
+        reloading = await kill_busiest(supervisor, clients)
+
+        # Phase 1, the new epoch.
+        await speak(clients, range(MESSAGES, 2 * MESSAGES))
+        await until(changed, lambda: everyone_heard(clients), "everyone heard phase 1")
+        for client in clients:
+            await client.leave()
+        await asyncio.gather(*readers)
+
+        for room in rooms:
+            first, second = list(room[0].views)
+            assert first != second
+            for client in room:
+                assert list(client.views) == [first, second], client.user
+            check_views(room, 0, first)
+            check_views(room, 1, second)
+        assert reloading and len(reloading) < len(clients)
+        for client in clients:
+            # Only a client that came back with an old epoch's position is told to
+            # reload, once, to the new epoch's start.
+            expected = (
+                [{"reload": 1, "epoch": list(client.views)[1]}] if client in reloading else []
+            )
+            assert client.reloads == expected, client.user
+            assert len(client.in_doubt) < client.connections, client.user
+        assert await supervisor.stop() == 0
