@@ -424,3 +424,25 @@ async def test_a_sequence_that_went_back_gets_a_new_epoch(redis_server: RedisSer
         hub.broadcast("f", "g")
         await aiows_wait(lambda: history.last == 3)
         assert history.since(2, history.epoch) == ["f"]  # offset 3 of a new epoch, not of the old
+
+
+async def test_closing_a_hub_while_it_publishes_ends_in_time(redis_server: RedisServer) -> None:
+    # A cancellation that lands inside redis-py's own timeouts could leave a session
+    # task cancelled while the others ran on, and Hub.close() waiting for ever.
+    for attempt in range(6):
+        hub = aiows.Hub(name=f"c{attempt}", backend=RedisBackend(redis_server.url()))
+        await hub.start()
+        await hub.keep_history("g", 100)
+
+        async def pump(hub: aiows.Hub = hub) -> None:
+            for n in range(10**7):
+                hub.broadcast(f"m{n}", "g")
+                await asyncio.sleep(0)
+
+        task = asyncio.get_running_loop().create_task(pump())
+        await asyncio.sleep(0.02 + attempt * 0.005)
+        try:
+            await asyncio.wait_for(hub.close(), TIMEOUT)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

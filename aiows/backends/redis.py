@@ -170,8 +170,7 @@ class RedisBackend(Backend):
                 await client.delete(self._session_key(self._session))
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 log.info("hub %s: could not withdraw presence: %s", self.name, exc)
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        await _stop(self._task, self.timeout, f"hub {self.name}: redis session")
 
     async def _flushed(self) -> None:
         while self._outbox and self._client is not None:
@@ -228,9 +227,15 @@ class RedisBackend(Backend):
                 loop.create_task(self._write(client)),
                 loop.create_task(self._heartbeat(client)),
             ]
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            # Each task runs for the whole session; one that ends (an error, or a
+            # cancellation redis-py let escape from a timeout) ends the session, which
+            # then starts again: a dead writer must never leave messages piling up.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
+                if task.cancelled():
+                    raise ConnectionError("a redis session task was cancelled")
                 task.result()
+            raise ConnectionError("a redis session task ended")
         finally:
             self._client = None
             self._accepting = False
@@ -508,6 +513,25 @@ def _size(op: tuple[Any, ...]) -> int:
     if op[0] == "seq":
         return len(op[2]) + len(op[3]) + 64
     return len(op[1]) + len(op[2]) + 64
+
+
+async def _stop(task: asyncio.Task[None], timeout: float, what: str) -> None:
+    """Cancel ``task`` and wait at most ``timeout`` for it to end.
+
+    redis-py can swallow a cancellation that arrives inside one of its own timeouts, so
+    the task is cancelled again until it ends; past ``timeout`` it is left behind with
+    a warning rather than holding up the hub's close for ever.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not task.done():
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            log.warning("%s did not stop within %.1f s; left behind", what, timeout)
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(left, 0.5))
+    if not task.cancelled() and task.exception() is not None:
+        log.info("%s ended with %r", what, task.exception())
 
 
 async def _quietly(closing: Any) -> None:
