@@ -144,18 +144,18 @@ class Heartbeat:
     def _write_stalled(self, protocol: Protocol, now: float) -> bool:
         """True when the write buffer stayed full, never shrinking, for ``timeout``.
 
-        Not while the application is busy: we stopped reading from the peer, which
-        may itself be blocked writing to us before it reads again.
+        This holds even while our reading is paused: our app being busy explains why
+        we do not hear the peer, never why it takes none of our bytes (an echo handler
+        blocked in ``send()`` is exactly the case of a peer that stopped reading).
         """
-        if self.timeout is None or not protocol.write_paused or protocol.reading_paused:
+        if self.timeout is None or not protocol.write_paused:
             self._stalls.pop(protocol, None)
             return False
-        size = protocol.write_buffer_size()
+        delivered = protocol.bytes_delivered()
         stall = self._stalls.get(protocol)
-        if stall is None or size < stall[1]:  # bytes left the buffer: progress
-            self._stalls[protocol] = (now, size)
+        if stall is None or delivered > stall[1]:  # the socket took bytes: progress
+            self._stalls[protocol] = (now, delivered)
             return False
-        self._stalls[protocol] = (stall[0], size)
         return now - stall[0] >= self.timeout
 
 

@@ -262,6 +262,7 @@ class Protocol(asyncio.Protocol):
         "_timer",
         "_trailing",
         "_write_paused",
+        "_written",
         "client",
         "config",
         "id",
@@ -311,6 +312,7 @@ class Protocol(asyncio.Protocol):
         self._reading_paused = False
         self._held = False
         self._write_paused = False
+        self._written = 0
         self._discard = False
         self._fast = False
         self._plain = False
@@ -776,6 +778,7 @@ class Protocol(asyncio.Protocol):
             transport.write(head)
             if body:
                 transport.write(body)
+            self._written += len(head) + len(body)
         self._fragmenting = not fin
         if fin and self._outbox is not None:
             self.flush()
@@ -798,6 +801,7 @@ class Protocol(asyncio.Protocol):
             return
         assert self.transport is not None
         self.transport.write(frame)
+        self._written += len(frame)
 
     def queue_frame(self, frame: bytes) -> bool:
         """Queue a complete frame encoded elsewhere; :meth:`flush` writes the queue at once.
@@ -823,7 +827,9 @@ class Protocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
+        data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+        transport.write(data)
+        self._written += len(data)
 
     @property
     def frame_format(self) -> int | None:
@@ -843,6 +849,12 @@ class Protocol(asyncio.Protocol):
     def write_paused(self) -> bool:
         """True while the write buffer is above ``write_limit``."""
         return self._write_paused
+
+    def bytes_delivered(self) -> int:
+        """Return how many bytes the socket has taken from us so far (a progress count:
+        unlike the buffer's size, it grows even while the application keeps it full)."""
+        buffered = self.transport.get_write_buffer_size() if self.transport else 0
+        return self._written - buffered
 
     def write_buffer_size(self) -> int:
         """Return the bytes waiting to be written: the transport's buffer and the queue."""
@@ -879,6 +891,7 @@ class Protocol(asyncio.Protocol):
             self.flush()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+            self._written += len(data)
 
     # ---------------------------------------------------------------- ping and pong
 

@@ -183,21 +183,59 @@ async def test_peer_that_never_reads_what_we_send_is_closed_with_1011() -> None:
         raw.close()
 
 
-async def test_full_write_buffer_while_our_app_is_busy_is_not_the_peers_fault() -> None:
+async def test_echo_peer_that_never_reads_is_closed_although_our_reading_is_paused() -> None:
+    # An echo handler blocks in send() at write_limit, its inbox fills and we stop
+    # reading: the peer's silence is ours, but a write buffer that never drains is not.
+    closed: list[aiows.ConnectionClosed] = []
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        shrink_send_buffer(ws)
+        try:
+            async for message in ws:
+                await ws.send(message)
+        except aiows.ConnectionClosed as exc:
+            closed.append(exc)
+
+    options = {"ping_interval": 0.2, "ping_timeout": 0.5, "close_timeout": 0.5, "max_queue": 2}
+    async with running(handler, compression=False, **options) as server:
+        raw = await deaf_client(server)
+        await wait_for(lambda: len(server.connections) == 1)
+        ws = server.connections[0]
+        sender = asyncio.create_task(keep_sending_big(raw))
+        try:
+            await wait_for(lambda: ws.protocol.reading_paused and ws.protocol.write_paused)
+            await asyncio.wait_for(ws.wait_closed(), TIMEOUT * 2)
+        finally:
+            sender.cancel()
+        await wait_for(lambda: bool(closed))
+        assert closed[0].sent_code == 1011
+        heartbeat = server.heartbeat
+        assert heartbeat is not None and heartbeat.stalled == 1
+        raw.close()
+
+
+async def keep_sending_big(raw: RawClient) -> None:
+    """Send 64 KiB messages while the socket takes them; read nothing."""
+    while not raw.writer.transport.is_closing():
+        raw.send(0x2, bytes(2**16))
+        await raw.writer.drain()
+
+
+async def test_slow_reader_that_makes_progress_is_kept_while_our_reading_is_paused() -> None:
     release = asyncio.Event()
     served: list[aiows.WebSocket] = []
 
     async def handler(ws: aiows.WebSocket) -> None:
         served.append(ws)
         shrink_send_buffer(ws)
-        for _ in range(64):  # 4 MiB: far more than the buffers hold; recv() nothing
+        for _ in range(32):  # 2 MiB: far more than the buffers hold; recv() nothing
             await ws.send(bytes(2**16))
         await release.wait()
         got = [await ws.recv() for _ in range(4)]
         await ws.send(",".join(str(m) for m in got))
         await ws.wait_closed()
 
-    options = {"ping_interval": 0.1, "ping_timeout": 0.3, "max_queue": 2}
+    options = {"ping_interval": 0.1, "ping_timeout": 0.5, "max_queue": 2}
     async with running(handler, compression=False, **options) as server:
         heartbeat = server.heartbeat
         assert heartbeat is not None
@@ -206,7 +244,12 @@ async def test_full_write_buffer_while_our_app_is_busy_is_not_the_peers_fault() 
             raw.send(0x1, str(i).encode())
         await wait_for(lambda: bool(served) and served[0].protocol.reading_paused)
         await wait_for(lambda: served[0].protocol.write_paused)
-        await wait_ticks(heartbeat, 30)  # many ping timeouts
+        for _ in range(32):  # a slow reader: one frame now and then, never a long stall
+            raw.writer.transport.resume_reading()
+            frame = await raw.data_frame()
+            raw.writer.transport.pause_reading()
+            assert frame.opcode == 0x2
+            await asyncio.sleep(0.05)
         assert served[0].state is aiows.State.OPEN
         release.set()
         raw.writer.transport.resume_reading()
