@@ -97,8 +97,18 @@ class Client:
         self.worker = 0  # the pid serving the current connection
         self.ws: aiows.WebSocket | None = None  # set once welcomed (the replay is over)
         self.leaving = False
+        self.failure: Exception | None = None
 
     async def run(self) -> None:
+        try:
+            await self.read()
+        except Exception as exc:  # the test fails at once, with it, rather than time out
+            async with self.changed:
+                self.failure = exc
+                self.changed.notify_all()
+            raise
+
+    async def read(self) -> None:
         attempts = aiows.connect(
             self.resumer, backoff_min=0.05, backoff_max=0.5, open_timeout=TIMEOUT, proxy=None
         )
@@ -167,12 +177,24 @@ class Client:
             await self.ws.close(1001)
 
 
-async def until(changed: asyncio.Condition, predicate: Callable[[], bool], what: str) -> None:
+async def until(clients: Sequence[Client], predicate: Callable[[], bool], what: str) -> None:
+    """Wait until ``predicate()`` holds, at most ``3 * TIMEOUT``; fail at once if a
+    client's reading failed."""
+    changed = clients[0].changed
+
+    def done() -> bool:
+        return any(c.failure for c in clients) or predicate()
+
     async with changed:
         try:
-            await asyncio.wait_for(changed.wait_for(predicate), 3 * TIMEOUT)
+            await asyncio.wait_for(changed.wait_for(done), 3 * TIMEOUT)
         except asyncio.TimeoutError:
             raise AssertionError(f"timed out waiting until {what}") from None
+    for client in clients:
+        if client.failure is not None:
+            raise AssertionError(f"{client.user} failed while waiting until {what}") from (
+                client.failure
+            )
 
 
 async def speak(clients: Sequence[Client], numbers: range) -> None:
@@ -204,7 +226,13 @@ async def kill_busiest(supervisor: AiowsProcess, clients: Sequence[Client]) -> l
     return served
 
 
-async def spread(changed: asyncio.Condition, clients: Sequence[Client]) -> None:
+def reconnected(before: dict[Client, int]) -> bool:
+    """Whether every client that had made ``before[client]`` connections made another
+    and was welcomed on it."""
+    return all(c.ws is not None and c.connections > n for c, n in before.items())
+
+
+async def spread(clients: Sequence[Client]) -> None:
     """Reconnect clients of the busiest worker until both workers serve some (the kernel
     chooses where each connection goes), so that some clients stay connected through
     the next kill."""
@@ -212,17 +240,11 @@ async def spread(changed: asyncio.Condition, clients: Sequence[Client]) -> None:
         busiest = Counter(c.worker for c in clients).most_common(1)[0][0]
         if len({c.worker for c in clients}) == 2:
             return
-        back = [c for c in clients if c.worker == busiest][::2]
-        connections = {c: c.connections for c in back}
+        back = {c: c.connections for c in clients if c.worker == busiest}
+        back = {c: n for c, n in list(back.items())[::2]}
         for client in back:
             await client.drop()
-        await until(
-            changed,
-            lambda back=back, connections=connections: all(
-                c.ws is not None and c.connections > connections[c] for c in back
-            ),
-            "the dropped clients are back",
-        )
+        await until(clients, functools.partial(reconnected, back), "the dropped clients are back")
     raise AssertionError("the kernel kept every client on one worker")
 
 
@@ -246,65 +268,86 @@ async def test_a_chat_service_loses_nothing_across_a_worker_kill_and_a_redis_res
     redis_server: RedisServer,
 ) -> None:
     args = ["service:app", "--port", "0", "--workers", "2", "--broker", redis_server.url()]
-    async with asyncio.timeout(12 * TIMEOUT), running_processes(args) as (supervisor,):
-        port = int((await supervisor.expect(r"with 2 workers on 127\.0\.0\.1:(\d+)")).group(1))
-        for index in (1, 2):
-            await supervisor.expect(rf"\[worker {index}\] .*serving")
-        forged = f"ws://127.0.0.1:{port}/room/a?token=mallory.{token_for('eve').split('.')[1]}"
-        with pytest.raises(aiows.InvalidStatus) as refused:
-            await aiows.connect(forged, proxy=None)
-        assert refused.value.status_code == 401
+    async with running_processes(args) as (supervisor,):
+        try:  # about 5 s when all goes well
+            await asyncio.wait_for(run_service(supervisor, redis_server), 9 * TIMEOUT)
+        except BaseException:  # SIGTERM stops the workers too (a SIGKILL leaves them running)
+            if supervisor.process.returncode is None:
+                supervisor.process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(supervisor.process.wait(), 2 * TIMEOUT)
+            raise
+        assert await supervisor.stop() == 0, "\n".join(supervisor.log[-20:])
 
-        changed = asyncio.Condition()
-        clients = [Client(port, r, f"{r}{i}", changed) for r in ROOMS for i in range(PER_ROOM)]
-        rooms = [[c for c in clients if c.room == r] for r in ROOMS]
-        readers = [asyncio.create_task(client.run()) for client in clients]
-        await until(changed, lambda: all(c.ws is not None for c in clients), "all are welcome")
-        assert len({c.worker for c in clients}) == 2, "the kernel put every client on one worker"
 
-        # Phase 0, Redis's first epoch: a worker dies while everyone talks.
-        talk = asyncio.create_task(speak(clients, range(MESSAGES)))
-        half = len(clients) * MESSAGES // 2
-        await until(changed, lambda: sum(len(c.sent) for c in clients) >= half, "half is said")
-        moved = await kill_busiest(supervisor, clients)
-        await talk
-        await until(changed, lambda: everyone_heard(clients), "everyone heard phase 0")
-        assert moved and all(c.connections >= 2 for c in moved)
+async def run_service(supervisor: AiowsProcess, redis_server: RedisServer) -> None:
+    port = int((await supervisor.expect(r"with 2 workers on 127\.0\.0\.1:(\d+)")).group(1))
+    for index in (1, 2):
+        await supervisor.expect(rf"\[worker {index}\] .*serving")
+    forged = f"ws://127.0.0.1:{port}/room/a?token=mallory.{token_for('eve').split('.')[1]}"
+    with pytest.raises(aiows.InvalidStatus) as refused:
+        await aiows.connect(forged, proxy=None)
+    assert refused.value.status_code == 401
 
-        await spread(changed, clients)
-
-        # Redis restarts empty while nobody talks; the busiest worker dies right after.
-        mark = len(supervisor.log)
-        redis_server.stop()
-        for index in (1, 2):
-            await supervisor.expect(rf"\[worker {index}\] .*redis unreachable", mark)
-        mark = len(supervisor.log)
-        redis_server.start()
-        for index in (1, 2):
-            await supervisor.expect(rf"\[worker {index}\] .*redis is back", mark)
-        reloading = await kill_busiest(supervisor, clients)
-
-        # Phase 1, the new epoch.
-        await speak(clients, range(MESSAGES, 2 * MESSAGES))
-        await until(changed, lambda: everyone_heard(clients), "everyone heard phase 1")
+    changed = asyncio.Condition()
+    clients = [Client(port, r, f"{r}{i}", changed) for r in ROOMS for i in range(PER_ROOM)]
+    readers = [asyncio.create_task(client.run()) for client in clients]
+    try:
+        await until(clients, lambda: all(c.ws is not None for c in clients), "all are welcome")
+        await spread(clients)
+        moved, reloading = await talk_through_failures(clients, supervisor, redis_server)
         for client in clients:
             await client.leave()
-        await asyncio.gather(*readers)
+        await asyncio.wait_for(asyncio.gather(*readers), TIMEOUT)
+    finally:
+        for reader in readers:
+            reader.cancel()
+    check(clients, moved, reloading)
 
-        for room in rooms:
-            first, second = list(room[0].views)
-            assert first != second
-            for client in room:
-                assert list(client.views) == [first, second], client.user
-            check_views(room, 0, first)
-            check_views(room, 1, second)
-        assert reloading and len(reloading) < len(clients)
-        for client in clients:
-            # Only a client that came back with an old epoch's position is told to
-            # reload, once, to the new epoch's start.
-            expected = (
-                [{"reload": 1, "epoch": list(client.views)[1]}] if client in reloading else []
-            )
-            assert client.reloads == expected, client.user
-            assert len(client.in_doubt) < client.connections, client.user
-        assert await supervisor.stop() == 0
+
+async def talk_through_failures(
+    clients: list[Client], supervisor: AiowsProcess, redis_server: RedisServer
+) -> tuple[list[Client], list[Client]]:
+    """Phase 0: a worker dies while everyone talks. Redis restarts empty while nobody
+    talks, the busiest worker dies right after, and phase 1 goes on in the new epoch.
+    Returns the clients of each killed worker."""
+    talk = asyncio.create_task(speak(clients, range(MESSAGES)))
+    half = len(clients) * MESSAGES // 2
+    await until(clients, lambda: sum(len(c.sent) for c in clients) >= half, "half is said")
+    moved = await kill_busiest(supervisor, clients)
+    await talk
+    await until(clients, lambda: everyone_heard(clients), "everyone heard phase 0")
+    assert moved and all(c.connections >= 2 for c in moved)
+    await spread(clients)
+
+    mark = len(supervisor.log)
+    redis_server.stop()
+    for index in (1, 2):
+        await supervisor.expect(rf"\[worker {index}\] .*redis unreachable", mark)
+    mark = len(supervisor.log)
+    redis_server.start()
+    for index in (1, 2):
+        await supervisor.expect(rf"\[worker {index}\] .*redis is back", mark)
+    reloading = await kill_busiest(supervisor, clients)
+
+    await speak(clients, range(MESSAGES, 2 * MESSAGES))
+    await until(clients, lambda: everyone_heard(clients), "everyone heard phase 1")
+    return moved, reloading
+
+
+def check(clients: list[Client], moved: list[Client], reloading: list[Client]) -> None:
+    for name in ROOMS:
+        room = [c for c in clients if c.room == name]
+        first, second = list(room[0].views)
+        assert first != second
+        for client in room:
+            assert list(client.views) == [first, second], client.user
+        check_views(room, 0, first)
+        check_views(room, 1, second)
+    assert reloading and len(reloading) < len(clients)
+    for client in clients:
+        # Only a client that came back with an old epoch's position is told to reload,
+        # once, to the new epoch's start.
+        new = list(client.views)[1]
+        assert client.reloads == ([{"reload": 1, "epoch": new}] if client in reloading else [])
+        assert len(client.in_doubt) < client.connections, client.user
