@@ -767,8 +767,6 @@ class Protocol(asyncio.Protocol):
                 return
         if self.queue_frame(frame):
             self.loop.call_soon(self.flush)
-        elif self._outbox_size >= _COALESCE:
-            self.flush()
 
     def _write_now(self, head: bytes, body: bytes, fin: bool) -> None:
         if self._outbox is not None and not self._fragmenting:
@@ -806,8 +804,8 @@ class Protocol(asyncio.Protocol):
     def queue_frame(self, frame: bytes) -> bool:
         """Queue a complete frame encoded elsewhere; :meth:`flush` writes the queue at once.
 
-        Many small frames queued in one loop turn thus become one ``transport.write``.
-        Returns True when the queue was empty (the caller should arrange a flush).
+        Many small frames queued in one loop turn thus become one ``transport.write``
+        (a queue that reaches 16 KiB is written at once). Returns True when the queue was empty (the caller should arrange a flush).
         """
         outbox = self._outbox
         self._outbox_size += len(frame)
@@ -815,6 +813,10 @@ class Protocol(asyncio.Protocol):
             self._outbox = [frame]
             return True
         outbox.append(frame)
+        if self._outbox_size >= _COALESCE:
+            # Coalescing gains nothing past this; hand it to the socket now, so that the
+            # write buffer measures what the peer has not taken, not our own backlog.
+            self.flush()
         return False
 
     def flush(self) -> None:

@@ -414,6 +414,21 @@ async def test_slow_consumer_closed_while_ten_others_get_everything() -> None:
         assert hub.count() == 10
 
 
+async def test_a_burst_in_one_turn_is_not_a_slow_consumer() -> None:
+    # After a stall, one loop turn may broadcast more than buffer_limit. What the hub
+    # has not handed to the socket yet is its own backlog, not the member's slowness.
+    hub = aiows.Hub(buffer_limit=2**18)
+    async with room(hub, compression=False) as (r, server):
+        ws = await client(server, "/g")
+        await r.next_member()
+        for n in range(64):  # 64 x 8 KiB = 2 x buffer_limit, without yielding
+            hub.broadcast(n.to_bytes(2, "big") + bytes(8190), "g")
+        got = [int.from_bytes((await recv(ws))[:2], "big") for _ in range(64)]
+        assert got == list(range(64))
+        assert hub.stats().closed_slow == 0
+        await ws.close()
+
+
 async def test_slow_consumer_close_code_1008() -> None:
     hub = aiows.Hub(buffer_limit=LIMIT, slow_close_code=1008)
     async with ten_and_one_slow(hub) as (clients, healthy, _raw, slow):
