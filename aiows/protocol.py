@@ -805,7 +805,8 @@ class Protocol(asyncio.Protocol):
         """Queue a complete frame encoded elsewhere; :meth:`flush` writes the queue at once.
 
         Many small frames queued in one loop turn thus become one ``transport.write``
-        (a queue that reaches 16 KiB is written at once). Returns True when the queue was empty (the caller should arrange a flush).
+        (a queue that reaches 16 KiB is written at once). Returns True when the queue
+        was empty (the caller should arrange a flush).
         """
         outbox = self._outbox
         self._outbox_size += len(frame)
