@@ -352,7 +352,7 @@ class Hub:
             size = len(message.encode() if isinstance(message, str) else message)
             return size + len(frame_header(size, 0)) + 4  # the mask key
         # Encoded now, in the order it is queued: the compression context needs both.
-        frame = protocol._encode_event(message, True)
+        frame = protocol.encode_data(message, True)
         self._encoded += 1
         if protocol.queue_frame(frame):
             self._dirty.append(protocol)

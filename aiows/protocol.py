@@ -761,7 +761,7 @@ class Protocol(asyncio.Protocol):
                 return
             frame = header + payload
         else:
-            frame = self._encode_event(data, fin)
+            frame = self.encode_data(data, fin)
             if len(frame) >= _COALESCE or not fin or self._fragmenting:
                 self._write_now(frame, b"", fin)
                 return
@@ -781,7 +781,13 @@ class Protocol(asyncio.Protocol):
         if fin and self._outbox is not None:
             self.flush()
 
-    def _encode_event(self, data: str | bytes, fin: bool) -> bytes:
+    def encode_data(self, data: str | bytes, fin: bool) -> bytes:
+        """Encode one data frame with this connection's own compression context.
+
+        For a caller that queues the frame with :meth:`queue_frame` (a hub member whose
+        frames cannot be shared); the frame must be sent, and in order, since encoding
+        it advanced the connection's compressor.
+        """
         conn = self._conn
         assert conn is not None
         event: TextMessage | BytesMessage
