@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import functools
 import importlib.util
+import json
 import os
 import signal
 from collections import Counter
@@ -51,6 +52,7 @@ from redisfixture import (
 )
 
 import aiows
+import aiows.testing
 
 ROOMS = "abc"
 PER_ROOM = 4
@@ -375,5 +377,47 @@ def check(clients: list[Client], moved: list[Client], reloading: list[Client]) -
         # Only a client that came back with an old epoch's position is told to reload,
         # once, to the new epoch's start.
         new = list(client.views)[1]
-        assert client.reloads == ([{"reload": 1, "epoch": new}] if client in reloading else [])
+        expected = [{"reload": 1, "epoch": new}] if client in reloading else []
+        assert client.reloads == expected, client.user
         assert len(client.in_doubt) < client.connections, client.user
+
+
+async def test_the_service_in_memory_signs_in_replays_and_asks_to_reload() -> None:
+    """The same program without Redis (``aiows.testing``): who gets in, the ``from`` of
+    each message, a replay, and the reload answer for another epoch."""
+    chat = service()
+    room = "/room/memory"
+    async with aiows.testing.serve(chat.chat, process_request=chat.sign_in) as server:
+        forged = f"mallory.{token_for('eve').partition('.')[2]}"
+        for path, status in [
+            (room, 401),
+            (f"{room}?token={forged}", 401),
+            (f"{room}?token={token_for('eve')}0", 401),
+            (f"/elsewhere?token={token_for('eve')}", 404),
+        ]:
+            with pytest.raises(aiows.InvalidStatus) as refused:
+                async with server.connect(path):
+                    pass
+            assert refused.value.status_code == status, path
+        bearer = [("Authorization", f"Bearer {token_for('bob')}")]
+        async with (
+            server.connect(f"{room}?token={token_for('alice')}") as alice,
+            server.connect(room, headers=bearer) as bob,
+        ):
+            assert json.loads(await alice.recv()) == {"welcome": "alice", "worker": os.getpid()}
+            assert json.loads(await bob.recv())["welcome"] == "bob"
+            await alice.send("hi")
+            first = json.loads(await bob.recv())
+            await bob.send("yo")
+            second = json.loads(await bob.recv())
+            assert [json.loads(await alice.recv()) for _ in "12"] == [first, second]
+        epoch = first["epoch"]
+        assert first == {"offset": 1, "epoch": epoch, "from": "alice", "text": "hi"}
+        assert second == {"offset": 2, "epoch": epoch, "from": "bob", "text": "yo"}
+        carol = f"{room}?token={token_for('carol')}"
+        async with server.connect(f"{carol}&last=1&epoch={epoch}") as back:
+            assert json.loads(await back.recv()) == second  # the replay, then the welcome
+            assert json.loads(await back.recv())["welcome"] == "carol"
+        async with server.connect(f"{carol}&last=2&epoch=0123456789ab") as stale:
+            assert json.loads(await stale.recv()) == {"reload": 1, "epoch": epoch}
+            assert json.loads(await stale.recv())["welcome"] == "carol"
