@@ -1,17 +1,26 @@
-"""A hand-made WebSocket client over a raw socket, for sending what real clients won't."""
+"""The one hand-made WebSocket client of the tests, over a raw socket.
+
+For sending what real clients won't (bad handshakes, broken frames, a frame cut short) and
+for reading only when a test says so (a slow consumer, a peer that ignores pings), looking at
+frames as they are on the wire. Real sockets on 127.0.0.1; nothing is mocked.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import os
+import socket
 import struct
+from dataclasses import dataclass
+
+from conftest import TIMEOUT
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 
 
 def handshake(path: str = "/", extra: str = "", version: str = "13") -> bytes:
-    """Return a client opening handshake."""
+    """Return a client opening handshake; ``extra`` is more header lines, each ending CRLF."""
     return (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
@@ -43,65 +52,120 @@ def header_only(length: int, opcode: int = 0x2) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 0xFF, length) + os.urandom(4)
 
 
+@dataclass(frozen=True)
+class Frame:
+    """One frame as a server sent it."""
+
+    fin: bool
+    rsv1: bool
+    opcode: int
+    payload: bytes
+
+    @property
+    def close_code(self) -> int:
+        """The code of a close frame (1005 when it carries none)."""
+        return int(struct.unpack("!H", self.payload[:2])[0]) if len(self.payload) >= 2 else 1005
+
+
 class RawClient:
-    """A TCP connection that speaks WebSocket by hand."""
+    """A TCP connection that speaks WebSocket by hand and reads only when a test asks."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int, request: bytes | None = None) -> RawClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        client = cls(reader, writer)
+    async def connect(
+        cls, port: int, request: bytes | None = None, *, rcvbuf: int | None = None
+    ) -> RawClient:
+        """Open a TCP connection and send ``request`` if given; no handshake is read.
+
+        ``rcvbuf`` shrinks the socket's receive buffer, for a client that fills up fast.
+        """
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(
+                asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port)), TIMEOUT
+            )
+        except BaseException:
+            sock.close()
+            raise
+        reader, writer = await asyncio.open_connection(sock=sock, limit=2**22)
         if request is not None:
             writer.write(request)
+        return cls(reader, writer)
+
+    @classmethod
+    async def open(
+        cls, port: int, path: str = "/", *, rcvbuf: int | None = None, extra: str = ""
+    ) -> RawClient:
+        """Connect and complete the opening handshake; fail unless the answer is 101."""
+        client = await cls.connect(port, handshake(path, extra), rcvbuf=rcvbuf)
+        status = await client.read_status()
+        assert status == 101, status
         return client
 
-    async def opened(self, port: int, path: str = "/") -> None:
-        """Send a handshake and read the 101 response."""
-        self.writer.write(handshake(path))
-        status = await self.read_status()
-        assert status == 101, status
-
     async def read_status(self) -> int:
-        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+        """Read a response head; return its status code."""
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         return int(head.split(b" ")[1])
 
     async def read_response(self) -> tuple[int, bytes, bytes]:
         """Return the status, the head and whatever body follows until EOF."""
-        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
-        body = await asyncio.wait_for(self.reader.read(), 10)
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        body = await asyncio.wait_for(self.reader.read(), TIMEOUT)
         return int(head.split(b" ")[1]), head, body
 
-    async def read_frame(self) -> tuple[int, bytes]:
-        """Return the opcode and payload of the next (unmasked) server frame."""
-        first, second = await asyncio.wait_for(self.reader.readexactly(2), 10)
+    async def read_frame(self) -> Frame:
+        """Read the next frame (unmasked, as a server sends them)."""
+        first, second = await asyncio.wait_for(self.reader.readexactly(2), TIMEOUT)
         length = second & 0x7F
         if length == 126:
             (length,) = struct.unpack("!H", await self.reader.readexactly(2))
         elif length == 127:
             (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        return first & 0x0F, await asyncio.wait_for(self.reader.readexactly(length), 10)
+        payload = await asyncio.wait_for(self.reader.readexactly(length), TIMEOUT)
+        return Frame(bool(first & 0x80), bool(first & 0x40), first & 0x0F, payload)
+
+    async def read_data_frame(self) -> Frame:
+        """Read the next frame that is not a ping or a pong."""
+        while True:
+            got = await self.read_frame()
+            if got.opcode not in (0x9, 0xA):
+                return got
 
     async def read_close(self) -> int:
-        """Skip data frames until a close frame; return its code (1005 if none)."""
+        """Skip other frames until a close frame; return its code (1005 if none)."""
         while True:
-            opcode, payload = await self.read_frame()
-            if opcode == 0x8:
-                return struct.unpack("!H", payload[:2])[0] if payload else 1005
+            got = await self.read_frame()
+            if got.opcode == 0x8:
+                return got.close_code
 
     def send(self, data: bytes) -> None:
+        """Write bytes as they are: a request, frames from :func:`frame`, garbage."""
         self.writer.write(data)
 
-    async def eof(self) -> bool:
-        """Return True when the server closes the TCP connection within 10 s."""
+    async def eof(self, timeout: float = TIMEOUT) -> bool:
+        """Return True when the peer closes the TCP connection within ``timeout`` seconds.
+
+        Whatever arrives before the end is read and dropped. Return False when the
+        connection is still open after ``timeout``.
+        """
         try:
-            while await asyncio.wait_for(self.reader.read(65536), 10):
+            await asyncio.wait_for(self._drain_to_eof(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _drain_to_eof(self) -> None:
+        try:
+            while await self.reader.read(65536):
                 pass
         except ConnectionResetError:
-            pass
-        return True
+            pass  # an abort is a close too
 
     def close(self) -> None:
         self.writer.close()

@@ -77,8 +77,7 @@ async def test_lost_tcp_connection_is_1006() -> None:
             raised.set_result(exc)
 
     async with running(handler) as server:
-        raw = await RawClient.connect(server.port)
-        await raw.opened(server.port)
+        raw = await RawClient.open(server.port)
         raw.writer.transport.abort()
         exc = await asyncio.wait_for(raised, 10)
         assert exc.code == 1006
@@ -106,8 +105,7 @@ async def test_close_handshake_times_out_and_aborts() -> None:
         closed.set()
 
     async with running(handler, close_timeout=0.5) as server:
-        raw = await RawClient.connect(server.port)
-        await raw.opened(server.port)
+        raw = await RawClient.open(server.port)
         assert await raw.read_close() == 1000
         await asyncio.wait_for(closed.wait(), 10)
         assert await raw.eof()
@@ -207,8 +205,7 @@ async def test_message_over_max_size_closes_with_1009() -> None:
 
 async def test_fragments_over_max_size_close_with_1009() -> None:
     async with running(echo, max_size=1000, compression=False) as server:
-        raw = await RawClient.connect(server.port)
-        await raw.opened(server.port)
+        raw = await RawClient.open(server.port)
         raw.send(frame(b"x" * 600, opcode=0x2, fin=False))
         raw.send(frame(b"x" * 600, opcode=0x0, fin=True))
         assert await raw.read_close() == 1009
@@ -216,8 +213,7 @@ async def test_fragments_over_max_size_close_with_1009() -> None:
 
 async def test_length_of_2_to_the_62_is_refused_before_any_payload() -> None:
     async with running(echo) as server:
-        raw = await RawClient.connect(server.port)
-        await raw.opened(server.port)
+        raw = await RawClient.open(server.port)
         raw.send(header_only(2**62))
         assert await raw.read_close() == 1009
         assert await raw.eof()
@@ -293,8 +289,7 @@ async def test_send_waits_while_the_write_buffer_is_full() -> None:
                 return
 
     async with running(handler, write_limit=2**16) as server:
-        raw = await RawClient.connect(server.port)
-        await raw.opened(server.port)  # then never read
+        raw = await RawClient.open(server.port)  # then never read
         await asyncio.wait_for(blocked.wait(), 30)
         raw.writer.transport.abort()
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import websockets
 from conftest import TIMEOUT, running, url
-from hubtools import RawClient, wait_for
-from rawclient import frame
+from hubtools import wait_for
+from rawclient import RawClient, frame
 
 import aiows
 from aiows.heartbeat import Heartbeat
@@ -73,11 +73,11 @@ async def test_client_that_stops_answering_pings_is_closed_with_1011() -> None:
         await ws.wait_closed()
 
     async with running(handler, ping_interval=0.1, ping_timeout=0.3, close_timeout=1) as server:
-        raw = await RawClient.connect(server)  # reads, but never answers a ping
+        raw = await RawClient.open(server.port)  # reads, but never answers a ping
         await wait_for(lambda: hub.count("room") == 1)
         frames = []
         while True:
-            frame = await raw.frame()
+            frame = await raw.read_frame()
             frames.append(frame)
             if frame.opcode == 0x8:
                 break
@@ -100,13 +100,13 @@ async def test_buffered_broadcast_goes_out_before_the_close() -> None:
         await ws.wait_closed()
 
     async with running(handler) as server:
-        raw = await RawClient.connect(server)
+        raw = await RawClient.open(server.port)
         await wait_for(lambda: hub.count() == 1)
         (member,) = hub.members()
         hub.broadcast("one")
         hub.broadcast("two")
         member.protocol.close(1011, "going")  # same loop turn: the frames are queued
-        frames = [await raw.frame() for _ in range(3)]
+        frames = [await raw.read_frame() for _ in range(3)]
         assert [(f.opcode, f.payload[:3]) for f in frames[:2]] == [(1, b"one"), (1, b"two")]
         assert frames[2].opcode == 0x8 and frames[2].close_code == 1011
         raw.close()
@@ -135,7 +135,7 @@ async def test_latency_is_measured_and_reaches_hub_stats() -> None:
 
 async def deaf_client(server: aiows.Server) -> RawClient:
     """Return a raw client that reads nothing until ``transport.resume_reading()``."""
-    raw = await RawClient.connect(server, rcvbuf=4096)
+    raw = await RawClient.open(server.port, rcvbuf=4096)
     raw.writer.transport.pause_reading()  # its StreamReader would read 4 MiB otherwise
     return raw
 
@@ -150,7 +150,7 @@ def shrink_send_buffer(ws: aiows.WebSocket) -> None:
 async def keep_sending(raw: RawClient, opcode: int, every: float) -> None:
     """Send an empty frame every ``every`` seconds: the peer is alive, it just never reads."""
     while not raw.writer.transport.is_closing():
-        raw.send(opcode, b"")
+        raw.send(frame(b"", opcode=opcode))
         await asyncio.sleep(every)
 
 
@@ -217,7 +217,7 @@ async def test_echo_peer_that_never_reads_is_closed_although_our_reading_is_paus
 async def keep_sending_big(raw: RawClient) -> None:
     """Send 64 KiB messages while the socket takes them; read nothing."""
     while not raw.writer.transport.is_closing():
-        raw.send(0x2, bytes(2**16))
+        raw.send(frame(bytes(2**16), opcode=0x2))
         await raw.writer.drain()
 
 
@@ -241,20 +241,20 @@ async def test_slow_reader_that_makes_progress_is_kept_while_our_reading_is_paus
         assert heartbeat is not None
         raw = await deaf_client(server)
         for i in range(4):  # its inbox fills: we stop reading from the peer
-            raw.send(0x1, str(i).encode())
+            raw.send(frame(str(i).encode()))
         await wait_for(lambda: bool(served) and served[0].protocol.reading_paused)
         await wait_for(lambda: served[0].protocol.write_paused)
         for _ in range(32):  # a slow reader: one frame now and then, never a long stall
             raw.writer.transport.resume_reading()
-            frame = await raw.data_frame()
+            got = await raw.read_data_frame()
             raw.writer.transport.pause_reading()
-            assert frame.opcode == 0x2
+            assert got.opcode == 0x2
             await asyncio.sleep(0.05)
         assert served[0].state is aiows.State.OPEN
         release.set()
         raw.writer.transport.resume_reading()
-        while (frame := await raw.data_frame()).payload != b"0,1,2,3":
-            assert frame.opcode == 0x2
+        while (got := await raw.read_data_frame()).payload != b"0,1,2,3":
+            assert got.opcode == 0x2
         assert heartbeat.stalled == 0 and heartbeat.timed_out == 0
         raw.close()
 
@@ -271,7 +271,7 @@ async def test_frame_slowloris_is_pinged_and_closed() -> None:
 
     options = {"ping_interval": 0.2, "ping_timeout": 0.3, "close_timeout": 0.5}
     async with running(handler, compression=False, **options) as server:
-        raw = await RawClient.connect(server)
+        raw = await RawClient.open(server.port)
         await wait_for(lambda: len(server.connections) == 1)
         ws = server.connections[0]
         # The header of a 1000-byte frame, then one byte of it at a time, never the end.
@@ -291,7 +291,7 @@ async def test_frame_slowloris_is_pinged_and_closed() -> None:
         frames = []
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
-                frames.append(await raw.frame())
+                frames.append(await raw.read_frame())
         assert [f.opcode for f in frames][:2] == [0x9, 0x8]  # pinged, then closed
         raw.close()
 
@@ -305,14 +305,14 @@ async def test_large_message_at_an_honest_pace_is_not_cut() -> None:
 
     options = {"ping_interval": 0.2, "ping_timeout": 0.3, "max_size": 2**22}
     async with running(handler, compression=False, **options) as server:
-        raw = await RawClient.connect(server)
+        raw = await RawClient.open(server.port)
         data = frame(os.urandom(size), opcode=0x2)
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i, offset in enumerate(range(0, len(data), chunk)):
             await asyncio.sleep(max(0.0, start + i * chunk / rate - loop.time()))
             raw.writer.write(data[offset : offset + chunk])
-        answer = await asyncio.wait_for(raw.data_frame(), TIMEOUT)
+        answer = await asyncio.wait_for(raw.read_data_frame(), TIMEOUT)
         assert answer.opcode == 0x1 and answer.payload == str(size).encode()
         heartbeat = server.heartbeat
         assert heartbeat is not None and heartbeat.timed_out == 0

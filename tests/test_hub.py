@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import websockets
 from conftest import TIMEOUT, running, url
-from hubtools import RawClient, wait_for
+from hubtools import wait_for
+from rawclient import RawClient
 from websockets.asyncio.client import ClientConnection
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
@@ -170,7 +171,7 @@ async def test_broadcast_to_group_and_exclude() -> None:
 
 async def test_broadcast_returns_without_waiting_for_a_member_that_does_not_read() -> None:
     async with room(aiows.Hub(policy="drop", buffer_limit=2**30)) as (r, server):
-        slow = await RawClient.connect(server, rcvbuf=4096)
+        slow = await RawClient.open(server.port, rcvbuf=4096)
         await r.next_member()
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -248,7 +249,7 @@ async def test_queued_frames_go_before_a_direct_send() -> None:
 
 async def test_fragmented_message_is_never_interleaved() -> None:
     async with room() as (r, server):
-        c = await RawClient.connect(server)
+        c = await RawClient.open(server.port)
         member = await r.next_member()
         protocol = member.protocol
         r.hub.broadcast("before")
@@ -259,7 +260,7 @@ async def test_fragmented_message_is_never_interleaved() -> None:
         await asyncio.sleep(0)  # a flush turn passes while the message is unfinished
         protocol.send_data("frag-3", fin=True, opcode=0)
         r.hub.broadcast("after")
-        frames = [await c.data_frame() for _ in range(7)]
+        frames = [await c.read_data_frame() for _ in range(7)]
         assert [(f.fin, f.opcode, f.payload) for f in frames] == [
             (True, 1, b"before"),
             (False, 1, b"frag-1 "),
@@ -390,7 +391,7 @@ async def ten_and_one_slow(
             stack.push_async_callback(c.close)
             clients.append(c)
         healthy = [await r.next_member() for _ in range(10)]
-        raw = await RawClient.connect(server, rcvbuf=4096)
+        raw = await RawClient.open(server.port, rcvbuf=4096)
         slow = await r.next_member()
         yield clients, healthy, raw, slow
         raw.close()
@@ -453,7 +454,7 @@ async def test_slow_consumer_dropped_and_counted() -> None:
         # Now it reads: what it gets is in order, and with the drops adds up to COUNT.
         got = []
         while len(got) + dropped < COUNT:
-            frame = await raw.data_frame()
+            frame = await raw.read_data_frame()
             got.append(int.from_bytes(frame.payload[:4], "big"))
         assert got == sorted(got) and len(set(got)) == len(got)
         assert got[-1] == COUNT - 1 or len(got) + dropped == COUNT
@@ -464,7 +465,7 @@ async def test_wait_policy_delivers_everything_in_order_with_bounded_memory() ->
     async with room(hub) as (r, server):
         fast = await client(server)
         await r.next_member()
-        raw = await RawClient.connect(server, rcvbuf=4096)
+        raw = await RawClient.open(server.port, rcvbuf=4096)
         slow = await r.next_member()
         count = 300
         peak = 0
@@ -481,7 +482,7 @@ async def test_wait_policy_delivers_everything_in_order_with_bounded_memory() ->
         await wait_for(lambda: slow.protocol.write_paused)
         got = []
         while len(got) < count:
-            frame = await raw.data_frame()
+            frame = await raw.read_data_frame()
             got.append(int.from_bytes(frame.payload[:4], "big"))
         await asyncio.wait_for(task, TIMEOUT)
         assert got == list(range(count))

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 import pytest
 import websockets
 from conftest import TIMEOUT, echo, running, url
-from hubtools import RawClient, wait_for
-from rawclient import frame, handshake
+from hubtools import wait_for
+from rawclient import RawClient, frame, handshake
 
 import aiows
 
@@ -31,7 +31,7 @@ async def assert_others_served(server: aiows.Server) -> None:
 
 async def deaf_client(server: aiows.Server) -> RawClient:
     """Return a raw client that reads nothing (until ``transport.resume_reading()``)."""
-    raw = await RawClient.connect(server, rcvbuf=4096)
+    raw = await RawClient.open(server.port, rcvbuf=4096)
     raw.writer.transport.pause_reading()  # its StreamReader would read 4 MiB otherwise
     return raw
 
@@ -93,12 +93,12 @@ async def test_pause_for_pongs_and_for_a_full_inbox_combine() -> None:
         # inbox holds m0, so reading stays paused.
         raw.writer.transport.resume_reading()
         for _ in range(group):
-            assert (await raw.frame()).opcode == 0xA
+            assert (await raw.read_frame()).opcode == 0xA
         await wait_for(lambda: ws.pending_messages == 1 and ws.protocol.reading_paused)
         await asyncio.sleep(0.3)
         assert ws.pending_messages == 1 and ws.protocol.reading_paused
         release.set()
-        frames = [await raw.frame() for _ in range(group * (messages - 1) + messages)]
+        frames = [await raw.read_frame() for _ in range(group * (messages - 1) + messages)]
         texts = [f.payload for f in frames if f.opcode == 0x1]
         assert texts == [b"m%d" % i for i in range(messages)]
         raw.close()
@@ -151,11 +151,11 @@ async def test_closing_with_a_peer_that_does_not_read_ends_after_close_timeout(
     start = loop.time()
     if how == "our-close":
         ws.protocol.close(1001, "bye")
-        raw.send(0x8, struct.pack("!H", 1000))  # answered without reading ours
+        raw.send(frame(struct.pack("!H", 1000), opcode=0x8))  # answered without reading ours
     elif how == "peer-close":
-        raw.send(0x8, struct.pack("!H", 1000))
+        raw.send(frame(struct.pack("!H", 1000), opcode=0x8))
     else:
-        raw.send(0x3, b"reserved opcode")
+        raw.send(frame(b"reserved opcode", opcode=0x3))
     await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
     assert loop.time() - start < TIMEOUT / 2
     await wait_for(lambda: not flooding.connections)

@@ -168,8 +168,7 @@ async def test_close_aborts_connections_that_do_not_close() -> None:
         await asyncio.sleep(3600)
 
     server = await aiows.serve(stubborn, "127.0.0.1", 0, ping_interval=None, close_timeout=0.5)
-    raw = await RawClient.connect(server.port)
-    await raw.opened(server.port)
+    raw = await RawClient.open(server.port)
     server.close()
     await asyncio.wait_for(server.wait_closed(), 10)
     assert await raw.read_close() == 1001
@@ -363,6 +362,6 @@ async def test_unix_path_replaces_only_a_stale_socket(tmp_path: Path) -> None:
 async def test_an_upgrade_by_another_method_than_get_is_refused(method: str) -> None:
     async with running(echo) as server:
         request = handshake().replace(b"GET ", method.encode() + b" ", 1)
-        status, head, body = await http_answer(server.port, request)
+        status, _head, body = await http_answer(server.port, request)
         assert status == 400  # never 101: RFC 6455 §4.1 opens with GET only
         assert body == (b"" if method == "HEAD" else b"400 Bad Request\n")
