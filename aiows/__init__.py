@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 from .backends import Backend, BackendError
 from .client import connect
 from .config import Config
-from .connection import Message, WebSocket
+from .connection import WebSocket
 from .exceptions import (
     AiowsError,
     ConcurrencyError,
@@ -41,11 +41,12 @@ from .exceptions import (
 from .history import History, HistoryTooOld, StaleEpoch
 from .http import Headers, Request, Response
 from .hub import Hub, Presence
+from .hubstats import HubStats
 from .loop import run
+from .message import Message
 from .protocol import State
 from .resume import Resumer
 from .server import Handler, ProcessRequest, Server, serve
-from .stats import HubStats
 
 __all__ = [
     "AiowsError",

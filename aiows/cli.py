@@ -25,8 +25,8 @@ from .connection import WebSocket
 from .http import Request, Response
 from .hub import Hub
 from .loop import run
+from .metrics import log_every, metrics_hook
 from .server import ProcessRequest, Server, serve
-from .stats import log_every, metrics_hook
 
 __all__ = ["main"]
 

@@ -24,8 +24,8 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-from .connection import Message
 from .exceptions import AiowsError
+from .message import Message
 
 __all__ = ["Envelope", "History", "HistoryTooOld", "StaleEpoch", "new_epoch"]
 

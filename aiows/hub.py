@@ -34,11 +34,12 @@ from typing import Literal
 
 from . import backends
 from .backends import Backend
-from .connection import Message, WebSocket
+from .connection import WebSocket
 from .exceptions import ConnectionClosed
 from .history import Envelope, History
+from .hubstats import HubStats, percentile
+from .message import Message
 from .protocol import Protocol, State, encode_frame_as, frame_header
-from .stats import HubStats, percentile
 
 __all__ = ["Hub", "Policy", "Presence"]
 

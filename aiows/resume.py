@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .connection import Message
+from .message import Message
 
 __all__ = ["Position", "Resumer", "positions"]
 

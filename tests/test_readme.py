@@ -243,7 +243,7 @@ def test_benchmark_figures_come_from_the_results_file() -> None:
 def test_readme_names_only_public_api() -> None:
     text = README.read_text()
     names = set(re.findall(r"\baiows\.([A-Za-z_]\w*)", text))
-    modules = {"sync", "compat", "testing", "backends", "stats", "apps", "client", "server"}
+    modules = {"sync", "compat", "testing", "backends", "metrics", "apps", "client", "server"}
     unknown = {name for name in names - modules if not hasattr(aiows, name)}
     assert not unknown, f"README.md names what aiows does not export: {sorted(unknown)}"
 

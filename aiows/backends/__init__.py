@@ -23,8 +23,8 @@ import abc
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..connection import Message
 from ..exceptions import AiowsError
+from ..message import Message
 
 __all__ = [
     "Backend",

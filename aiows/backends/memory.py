@@ -14,8 +14,8 @@ import logging
 import uuid
 from collections import deque
 
-from ..connection import Message
 from ..history import new_epoch
+from ..message import Message
 from . import Backend, BackendStats, Receiver
 from .wire import WireError, decode, encode
 

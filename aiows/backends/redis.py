@@ -41,8 +41,8 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..connection import Message
 from ..history import new_epoch
+from ..message import Message
 from . import Backend, BackendError, BackendStats, Receiver
 from .wire import WireError, decode, encode, split
 

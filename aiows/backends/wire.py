@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..connection import Message
 from ..exceptions import AiowsError
+from ..message import Message
 
 __all__ = ["VERSION", "Packet", "WireError", "decode", "encode", "split"]
 

@@ -1,4 +1,4 @@
-"""Hub stats: the snapshot, the log line, Prometheus text on /metrics, and the CLI flags."""
+"""Hub stats for operators: Prometheus text on /metrics, the log line, and the CLI flags."""
 
 from __future__ import annotations
 
@@ -17,17 +17,9 @@ from conftest import TIMEOUT, running, url
 from hubtools import wait_for
 
 import aiows
-from aiows.stats import metrics_hook, percentile, render_metrics
+from aiows.metrics import metrics_hook, render_metrics
 
 parser = pytest.importorskip("prometheus_client.parser")
-
-
-def test_percentile() -> None:
-    assert percentile([], 0.5) is None
-    values = [float(i) for i in range(1, 101)]
-    assert percentile(values, 0.5) == 50.0
-    assert percentile(values, 0.99) == 99.0
-    assert percentile([3.0], 0.9) == 3.0
 
 
 def samples(text: str) -> dict[tuple[str, str], float]:

@@ -1,9 +1,10 @@
-"""What the hubs of a process have done: counters, a log line, Prometheus text.
+"""Hub stats for operators: a log line every N seconds, and Prometheus text.
 
-:meth:`aiows.Hub.stats` returns a :class:`HubStats`. :func:`log_every` logs every
-hub's stats on an interval (``python -m aiows serve --stats-interval S``) and
-:func:`metrics_hook` serves them in the Prometheus text format on ``GET /metrics``
-(``--metrics``; needs the ``prometheus-client`` package, the ``aiows[metrics]`` extra).
+:func:`log_every` logs every hub's :meth:`~aiows.Hub.stats` on an interval
+(``python -m aiows serve --stats-interval S``) and :func:`metrics_hook` serves them in
+the Prometheus text format on ``GET /metrics`` (``--metrics``; needs the
+``prometheus-client`` package, the ``aiows[metrics]`` extra). This module sits above
+the hub and the server: it imports them, they never import it.
 """
 
 from __future__ import annotations
@@ -11,76 +12,21 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from .http import Request, Response
+from .hub import Hub
+from .hubstats import HubStats
+from .server import ProcessRequest
 
-if TYPE_CHECKING:
-    from .hub import Hub
-    from .server import ProcessRequest
-
-__all__ = ["HubStats", "log_every", "metrics_hook", "percentile", "render_metrics"]
+__all__ = ["log_every", "metrics_hook", "render_metrics"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class HubStats:
-    """A snapshot of one hub's counters. Counters only grow; the rest is the present.
-
-    ``messages_sent`` and ``bytes_sent`` count each member reached (a broadcast to 10
-    members is 10 messages), compressed or not, replays of a resume included: what is
-    really written; ``frames_encoded`` counts frames built (once per broadcast and wire
-    format when members share frames, once per member that compresses with its own
-    context);
-    latencies are seconds over the members' latest ping round trips (``None`` before
-    any pong).
-    """
-
-    name: str
-    connections: int
-    groups: int
-    broadcasts: int
-    messages_sent: int
-    bytes_sent: int
-    frames_encoded: int
-    messages_dropped: int
-    closed_slow: int
-    latency_p50: float | None
-    latency_p90: float | None
-    latency_p99: float | None
-
-    def format(self) -> str:
-        """Return the stats as one log line of ``key=value`` pairs."""
-        parts = []
-        for key, value in asdict(self).items():
-            if isinstance(value, float):
-                value = f"{value * 1000:.1f}ms"
-            parts.append(f"{key}={value}")
-        return " ".join(parts)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float | None:
-    """Return the nearest-rank percentile of sorted ``values`` (``None`` when empty).
-
-    >>> percentile([1.0, 2.0, 3.0, 4.0], 0.5)
-    2.0
-    """
-    if not values:
-        return None
-    rank = max(1, math.ceil(fraction * len(values)))
-    return values[min(rank, len(values)) - 1]
-
-
 def _hubs(hubs: Iterable[Hub] | None) -> list[Hub]:
-    if hubs is not None:
-        return list(hubs)
-    from .hub import Hub
-
-    return Hub.instances()
+    return Hub.instances() if hubs is None else list(hubs)
 
 
 async def log_every(
