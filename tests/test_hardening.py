@@ -267,8 +267,8 @@ async def test_connect_disconnect_cycles_return_memory() -> None:
             raw = await RawClient.connect(server.port, handshake())
             assert await raw.read_status() == 101
             raw.send(frame(struct.pack("!H", 1000), opcode=0x8))
-            await raw.read_close()
-            await raw.eof()
+            assert await raw.read_close() == 1000
+            assert await raw.eof()
             raw.close()
 
         async def cycles(count: int) -> None:

@@ -441,8 +441,9 @@ async def test_closing_a_hub_while_it_publishes_ends_in_time(redis_server: Redis
 
         task = asyncio.get_running_loop().create_task(pump())
         await asyncio.sleep(0.02 + attempt * 0.005)
+        assert not task.done(), task  # closed while it publishes, not after
         try:
-            await asyncio.wait_for(hub.close(), TIMEOUT)
+            await asyncio.wait_for(hub.close(), TIMEOUT)  # a TimeoutError fails the test
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -185,11 +185,17 @@ async def test_max_connections_answers_503() -> None:
 
 
 async def test_serve_is_awaitable_and_serve_forever_ends_on_close() -> None:
-    server = await aiows.serve(echo, "127.0.0.1", 0)
+    server = await aiows.serve(echo, "127.0.0.1", 0, ping_interval=None)
+    port = server.port
     forever = asyncio.ensure_future(server.serve_forever())
-    await asyncio.sleep(0)
+    async with websockets.connect(url(server)) as client:  # serving as soon as awaited
+        await client.send("up")
+        assert await client.recv() == "up"
+    assert not forever.done()
     server.close()
-    await asyncio.wait_for(forever, 10)
+    assert await asyncio.wait_for(forever, 10) is None
+    with pytest.raises(OSError):  # no longer listening
+        await asyncio.open_connection("127.0.0.1", port)
 
 
 async def test_unix_socket(tmp_path: Path) -> None:
