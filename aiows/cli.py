@@ -16,7 +16,8 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import get_args, get_type_hints
 
 from . import __version__, backends
 from .apps import BUILTIN, App, load
@@ -55,90 +56,52 @@ def _size(text: str) -> int:
     return value
 
 
-def _limit_flags(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of the :class:`Config` fields that a client and a server both read."""
-    defaults = Config()
-    group = parser.add_argument_group("limits (same names as the Python keyword arguments)")
-    group.add_argument(
-        "--max-size",
-        type=_optional_size,
-        default=defaults.max_size,
-        help="largest message in bytes; bigger ones close with 1009 "
-        "(default %(default)s; 0 or none: no limit)",
-    )
-    group.add_argument(
-        "--max-queue",
-        type=_size,
-        default=defaults.max_queue,
-        help="messages buffered before reading pauses (default %(default)s)",
-    )
-    group.add_argument(
-        "--write-limit",
-        type=_size,
-        default=defaults.write_limit,
-        help="write buffer in bytes above which send() waits (default %(default)s)",
-    )
-    group.add_argument(
-        "--open-timeout",
-        type=_optional_seconds,
-        default=defaults.open_timeout,
-        help="seconds allowed for the opening handshake (default %(default)s)",
-    )
-    group.add_argument(
-        "--close-timeout",
-        type=_optional_seconds,
-        default=defaults.close_timeout,
-        help="seconds allowed for the closing handshake (default %(default)s)",
-    )
-    group.add_argument(
-        "--ping-interval",
-        type=_optional_seconds,
-        default=defaults.ping_interval,
-        help="idle seconds before a keepalive ping; 0 or none: no keepalive (default %(default)s)",
-    )
-    group.add_argument(
-        "--ping-timeout",
-        type=_optional_seconds,
-        default=defaults.ping_timeout,
-        help="seconds a pong may take before closing with 1011; 0 or none: "
-        "never (default %(default)s)",
-    )
-    group.add_argument(
-        "--max-header-size",
-        type=_size,
-        default=defaults.max_header_size,
-        help="largest HTTP request head in bytes; bigger gets 431 (default %(default)s)",
-    )
-    group.add_argument(
-        "--compression",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.compression,
-        help="permessage-deflate (default: on)",
-    )
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
 
 
-def _server_limit_flags(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of the :class:`Config` fields that only a server reads."""
-    defaults = Config()
-    group = parser.add_argument_group("server limits")
-    group.add_argument(
-        "--max-connections",
-        type=_optional_size,
-        default=defaults.max_connections,
-        help="open connections above which handshakes get 503 (default: none)",
-    )
-    group.add_argument(
-        "--drain-batch",
-        type=_optional_size,
-        default=defaults.drain_batch,
-        help="connections closed per batch at shutdown (default: all at once)",
-    )
-    group.add_argument(
-        "--drain-interval",
-        type=float,
-        default=defaults.drain_interval,
-        help="seconds between shutdown batches (default %(default)s)",
-    )
+#: How a flag reads its text, by the type of its Config field (``None`` allowed or not).
+_PARSERS: dict[tuple[type, bool], Callable[[str], object]] = {
+    (int, False): _size,
+    (int, True): _optional_size,
+    (float, False): _seconds,
+    (float, True): _optional_seconds,
+}
+
+
+def _config_flags(parser: argparse.ArgumentParser, *, server: bool) -> None:
+    """Add a flag per :class:`Config` field, made from the field: name, type, default and
+    help. A client (``server=False``) gets only the fields both sides read."""
+    hints = get_type_hints(Config)
+    both = parser.add_argument_group("limits (same names as the Python keyword arguments)")
+    server_only = parser.add_argument_group("server limits") if server else None
+    for field in dataclasses.fields(Config):
+        group = both if field.metadata["side"] == "both" else server_only
+        if group is None:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        text = field.metadata["help"]
+        if hints[field.name] is bool:
+            # On by default: --no-NAME turns it off; off by default: --NAME turns it on.
+            action = argparse.BooleanOptionalAction if field.default else "store_true"
+            default = "on" if field.default else "off"
+            group.add_argument(
+                flag, action=action, default=field.default, help=f"{text} (default: {default})"
+            )
+            continue
+        none = field.metadata.get("none")
+        kind = int if int in (hints[field.name], *get_args(hints[field.name])) else float
+        if none is None:
+            text += " (default %(default)s)"
+        elif field.default is None:
+            text += f" (default: {none})"
+        else:
+            text += f" (default %(default)s; 0 or none: {none})"
+        parse = _PARSERS[kind, none is not None]
+        group.add_argument(flag, type=parse, default=field.default, help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,12 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
         "127.x and [::1] (repeatable); others get 421",
     )
     server.add_argument(
-        "--server-no-context-takeover",
-        action="store_true",
-        help="ask clients for server_no_context_takeover: a compressed broadcast is "
-        "then compressed once for all of them",
-    )
-    server.add_argument(
         "--stats-interval",
         type=_optional_seconds,
         default=None,
@@ -213,8 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         help="(default %(default)s)",
     )
-    _limit_flags(server)
-    _server_limit_flags(server)
+    _config_flags(server, server=True)
     _connect_parser(commands)
     return parser
 
@@ -387,7 +343,7 @@ def _connect_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
         choices=("debug", "info", "warning", "error"),
         help="(default %(default)s)",
     )
-    _limit_flags(client)
+    _config_flags(client, server=False)
 
 
 def _connect(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

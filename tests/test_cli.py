@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import re
@@ -13,8 +14,9 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import Field, fields
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import pytest
 import redisfixture
@@ -79,6 +81,51 @@ def test_flags_have_the_config_names() -> None:
     assert config.ping_interval is None and config.ping_timeout is None
     assert config.compression is False
     assert config.max_queue == 7
+
+
+def _flag(command: str, name: str) -> argparse.Action:
+    """Return the action of ``--name`` (a Config field's name) in ``command``'s parser."""
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    flag = "--" + name.replace("_", "-")
+    (action,) = [a for a in commands.choices[command]._actions if flag in a.option_strings]
+    return action
+
+
+def _other_value(field: Field[object]) -> tuple[list[str], object]:
+    """Return flags that set ``field`` to a value other than its default, and that value."""
+    flag = "--" + field.name.replace("_", "-")
+    kind = get_type_hints(Config)[field.name]
+    if kind is bool:
+        return ([flag], True) if field.default is False else (["--no-" + flag[2:]], False)
+    number = 7 if int in get_args(kind) or kind is int else 2.5
+    assert number != field.default
+    return [flag, str(number)], number
+
+
+@pytest.mark.parametrize("field", fields(Config), ids=lambda field: field.name)
+def test_every_config_field_round_trips_through_its_flag(field: Field[object]) -> None:
+    commands = ["serve", "connect"] if field.name in CLIENT_FIELDS else ["serve"]
+    flags, value = _other_value(field)
+    for command in commands:
+        where = ["serve", "echo"] if command == "serve" else ["connect", "ws://h/"]
+        assert getattr(config_from_args(build_parser().parse_args(where)), field.name) == (
+            field.default
+        )
+        config = config_from_args(build_parser().parse_args([*where, *flags]))
+        assert getattr(config, field.name) == value
+        if type(None) in get_args(get_type_hints(Config)[field.name]):
+            args = build_parser().parse_args([*where, flags[0], "none"])
+            assert getattr(config_from_args(args), field.name) is None
+
+
+@pytest.mark.parametrize("field", fields(Config), ids=lambda field: field.name)
+def test_flag_help_and_default_come_from_the_config_field(field: Field[object]) -> None:
+    action = _flag("serve", field.name)
+    assert action.default == field.default
+    assert action.help is not None and action.help.startswith(field.metadata["help"])
+    side = field.metadata.get("side", "both")
+    assert side in ("server", "both")
+    assert (field.name in CLIENT_FIELDS) == (side == "both")
 
 
 #: Config fields that apply to a client; every field applies to a server.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import Field, fields
+
 import pytest
 
 import aiows
@@ -28,3 +30,26 @@ def test_unknown_option_is_an_error() -> None:
 def test_config_is_frozen() -> None:
     with pytest.raises(AttributeError):
         Config().max_size = 1  # type: ignore[misc]
+
+
+NUMBERS = [each for each in fields(Config) if not isinstance(each.default, bool)]
+
+
+@pytest.mark.parametrize("field", NUMBERS, ids=lambda field: field.name)
+def test_every_number_must_be_positive_and_none_only_where_it_means_something(
+    field: Field[object],
+) -> None:
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=field.name):
+            Config(**{field.name: bad})
+    if "none" in field.metadata:
+        assert getattr(Config(**{field.name: None}), field.name) is None
+    else:
+        with pytest.raises(ValueError, match=field.name):
+            Config(**{field.name: None})
+
+
+def test_every_field_says_what_it_bounds_and_who_reads_it() -> None:
+    for each in fields(Config):
+        assert each.metadata["help"], each.name
+        assert each.metadata["side"] in ("server", "both"), each.name
