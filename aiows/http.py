@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import SimpleNamespace
+from typing import overload
 
 __all__ = ["HTTPError", "Headers", "Request", "Response", "check_header", "check_token"]
 
@@ -40,8 +41,16 @@ class Headers:
         pairs = items.items() if isinstance(items, Mapping) else items
         self._items: tuple[tuple[str, str], ...] = tuple((str(k), str(v)) for k, v in pairs)
 
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+    @overload
+    def get(self, name: str, default: None) -> str | None: ...
+
     def get(self, name: str, default: str | None = None) -> str | None:
-        """Return the first value of ``name``, or ``default``."""
+        """Return the first value of ``name``, or ``default``: a ``str`` when ``default``
+        is one (``headers.get("Authorization", "")``), else ``str | None``."""
         lowered = name.lower()
         for key, value in self._items:
             if key.lower() == lowered:
@@ -130,7 +139,7 @@ class Request:
     @property
     def is_upgrade(self) -> bool:
         """True when the request asks for a WebSocket (``Upgrade: websocket``)."""
-        upgrade = self.headers.get("Upgrade", "") or ""
+        upgrade = self.headers.get("Upgrade", "")
         return "websocket" in upgrade.lower()
 
 

@@ -15,7 +15,7 @@ TOKEN = "let-me-in"
 
 
 def token_of(request: aiows.Request) -> str:
-    header = request.headers.get("Authorization", "") or ""
+    header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         return header.removeprefix("Bearer ")
     return parse_qs(request.query).get("token", [""])[0]

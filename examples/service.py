@@ -46,7 +46,7 @@ def token_for(user: str) -> str:
 def sign_in(request: aiows.Request) -> aiows.Response | None:
     if ROOM.fullmatch(request.path) is None:
         return aiows.Response(404, "use /room/NAME\n")
-    header = request.headers.get("Authorization") or ""
+    header = request.headers.get("Authorization", "")
     token = header.removeprefix("Bearer ") or parse_qs(request.query).get("token", [""])[0]
     user = token.rpartition(".")[0]
     if USER.fullmatch(user) is None or not hmac.compare_digest(token, token_for(user)):

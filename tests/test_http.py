@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from aiows.http import Headers, HTTPError, Response, parse_request
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_parse_request() -> None:
@@ -67,3 +73,37 @@ def test_response_refuses_bad_header_names() -> None:
     for name in ("", "a b", "a:b"):
         with pytest.raises(ValueError):
             Response(200, "x", [(name, "v")])
+
+
+def test_headers_get_with_a_str_default_is_a_str(tmp_path: Path) -> None:
+    """``headers.get(name, "")`` needs no ``or ""`` to be a ``str`` under mypy --strict,
+    and ``headers.get(name)`` stays ``str | None``."""
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(
+        "from aiows.http import Headers\n"
+        "def given(h: Headers) -> str:\n"
+        '    return h.get("Authorization", "")\n'
+        "def maybe(h: Headers) -> str | None:\n"
+        '    return h.get("Authorization")\n'
+        "def wrong(h: Headers) -> str:\n"
+        '    return h.get("Authorization")  # E: may be None\n'
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            str(snippet),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert [line.split(":")[1] for line in errors] == ["7"], result.stdout
+    assert Headers({"A": "1"}).get("a", "") == "1" and Headers().get("a", "") == ""
+    assert Headers().get("a") is None
