@@ -10,6 +10,7 @@ log. ``app`` is that application (this module is importable in the subprocess).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -110,8 +111,14 @@ class AiowsProcess:
             env=python_env(),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # its workers too can be killed as one group
         )
         return cls(process)
+
+    def kill_group(self) -> None:
+        """SIGKILL the process and every worker it started (they hold its stderr open)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     async def _read(self) -> None:
         assert self.process.stderr is not None
@@ -156,8 +163,7 @@ async def running_processes(*commands: list[str]) -> AsyncIterator[list[AiowsPro
         yield processes
     finally:
         for process in processes:
-            if process.process.returncode is None:
-                process.process.kill()
+            process.kill_group()
             await process.process.wait()
             process._reader.cancel()
 
