@@ -1,10 +1,12 @@
-"""One ``asyncio.Protocol`` per TCP connection, feeding bytes into wsproto's state machine.
+"""One ``asyncio.Protocol`` per TCP connection: the asyncio glue of a WebSocket.
 
-This is the only layer that talks to wsproto (with :mod:`aiows.extensions`). It owns the
-opening handshake's bytes, frames, the closing handshake, flow control in both
-directions and the open and close timers. It knows nothing of applications: it hands
-message fragments to a :class:`Receiver` (the :class:`aiows.WebSocket`) and takes
-messages to send from it.
+Transport callbacks, the outbox and write coalescing, read and write flow control, the
+open and close timers, ping bookkeeping and the connection's lifecycle (:class:`State`,
+whose moves :data:`TRANSITIONS` allows). The rest lives below, without I/O: frames and
+the fast reader in :mod:`aiows.frames`, the opening handshake in :mod:`aiows.handshake`,
+and wsproto, the state machine for everything else, behind :mod:`aiows.adapter`. It
+knows nothing of applications: it hands message fragments to a :class:`Receiver` (the
+:class:`aiows.WebSocket`) and takes messages to send from it.
 """
 
 from __future__ import annotations
@@ -14,51 +16,47 @@ import enum
 import itertools
 import logging
 import os
-import struct
 import time
-import zlib
 from collections.abc import Callable
 from typing import Protocol as Interface
 from typing import cast
 
-from wsproto import ConnectionType
-from wsproto.connection import Connection, ConnectionState
-from wsproto.events import (
-    AcceptConnection,
+from . import handshake
+from .adapter import (
     BytesMessage,
     CloseConnection,
+    Connection,
+    ConnectionState,
+    Extension,
     Ping,
     Pong,
-    RejectConnection,
-    RejectData,
     TextMessage,
+    frame_format,
+    idle,
+    is_compressed,
+    new_connection,
 )
-from wsproto.events import Request as WSRequest
-from wsproto.extensions import Extension
-from wsproto.frame_protocol import CloseReason, Opcode, ParseFailed
-from wsproto.handshake import H11Handshake, server_extensions_handshake
-from wsproto.utilities import RemoteProtocolError, generate_accept_token, split_comma_header
-
 from .config import Config
-from .exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
-from .extensions import COMPRESSION_LEVEL, BoundedDeflate, SizeLimit
+from .exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
+from .frames import PLAIN, FastReader, encode_frame, encode_frame_as, encode_masked, frame_header
 from .http import HTTPError, Request, Response, error_response, parse_request
 
-__all__ = ["PLAIN", "Protocol", "Receiver", "State", "encode_frame", "encode_frame_as"]
+__all__ = [
+    "PLAIN",
+    "TRANSITIONS",
+    "Protocol",
+    "Receiver",
+    "State",
+    "encode_frame",
+    "encode_frame_as",
+    "frame_header",
+]
 
 log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
-_pack_short = struct.Struct("!BBH").pack
-_pack_long = struct.Struct("!BBQ").pack
-_unpack_short = struct.Struct("!H").unpack_from
-_unpack_long = struct.Struct("!Q").unpack_from
-_OP_TEXT, _OP_BINARY = 0x1, 0x2
-_MAX_REJECT_BODY = 2**16
 #: Frames smaller than this wait for the end of the loop turn to be written together.
 _COALESCE = 16384
-#: The frame format of a connection without compression (see :attr:`Protocol.frame_format`).
-PLAIN = 0
 #: Bytes per second inside a frame that count as the peer's progress for keepalive.
 PROGRESS_RATE = 2**16
 
@@ -88,142 +86,6 @@ class Receiver(Interface):
     def _receive_ended(self) -> None: ...
 
 
-def encode_frame(data: str | bytes, fin: bool = True, opcode: int | None = None) -> bytes:
-    """Return an unmasked data frame (as a server sends it) carrying ``data``.
-
-    Text is encoded as UTF-8 and sent as a text frame unless ``opcode`` says otherwise.
-    """
-    if isinstance(data, str):
-        payload = data.encode()
-        op = _OP_TEXT if opcode is None else opcode
-    else:
-        payload = bytes(data)
-        op = _OP_BINARY if opcode is None else opcode
-    return frame_header(len(payload), op | 0x80 if fin else op) + payload
-
-
-def encode_frame_as(data: str | bytes, frame_format: int) -> bytes:
-    """Return a final data frame carrying ``data`` in ``frame_format``.
-
-    :data:`PLAIN` (0) is :func:`encode_frame`; a positive number is a frame compressed
-    with permessage-deflate (RFC 7692 §7.2.1) at that window size and without context,
-    valid on every connection that agreed on ``server_no_context_takeover``.
-    """
-    if frame_format == PLAIN:
-        return encode_frame(data)
-    if isinstance(data, str):
-        payload, op = data.encode(), _OP_TEXT
-    else:
-        payload, op = bytes(data), _OP_BINARY
-    compressor = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, -frame_format)
-    body = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    body = body[:-4]  # the empty block's 00 00 ff ff tail (RFC 7692 §7.2.1)
-    return frame_header(len(body), 0xC0 | op) + body
-
-
-_XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
-
-
-def unmask(payload: bytes | memoryview, mask: bytes) -> bytes:
-    """Return ``payload`` XORed with the 4-byte masking key ``mask`` (RFC 6455 §5.3)."""
-    size = len(payload)
-    if size <= 1024:
-        key = int.from_bytes((mask * (size // 4 + 1))[:size], "little")
-        return (int.from_bytes(payload, "little") ^ key).to_bytes(size, "little")
-    data = bytearray(payload)
-    for lane in range(4):
-        data[lane::4] = data[lane::4].translate(_XOR_TABLES[mask[lane]])
-    return bytes(data)
-
-
-def _wsproto_idle(conn: Connection) -> bool:
-    """True when wsproto holds no partial frame or message, so the fast path may read.
-
-    This looks inside wsproto 1.x; if its insides change, the answer is False and every
-    frame simply goes through wsproto.
-    """
-    try:
-        proto = conn._proto
-        decoder = proto._frame_decoder
-        return (
-            decoder.header is None
-            and not len(decoder.buffer)
-            and proto._message_decoder.opcode is None
-        )
-    except AttributeError:
-        return False
-
-
-def _upgrade_problem(request: Request) -> tuple[int, str] | None:
-    """Return the status and reason that refuse a WebSocket upgrade request, or None.
-
-    The checks of RFC 6455 §4.2.1 (as wsproto makes them): GET, a ``Host``, ``Upgrade:
-    websocket``, ``Connection: Upgrade``, a key, and version 13 (426 for others).
-    """
-    headers = request.headers
-    connection = ",".join(headers.get_all("Connection")).lower()
-    version = headers.get("Sec-WebSocket-Version")
-    if request.method != "GET":
-        return 400, "request method must be GET"
-    if "upgrade" not in (token.strip() for token in connection.split(",")):
-        return 400, "missing header 'Connection: Upgrade'"
-    if version != "13":
-        return (426 if version else 400), "unsupported or missing Sec-WebSocket-Version"
-    if not headers.get("Sec-WebSocket-Key"):
-        return 400, "missing header 'Sec-WebSocket-Key'"
-    if (headers.get("Upgrade") or "").strip().lower() != "websocket":
-        return 400, "missing header 'Upgrade: websocket'"
-    if headers.get("Host") is None:
-        return 400, "missing header 'Host'"
-    return None
-
-
-def _refuse_huge_lengths(conn: Connection) -> None:
-    """Make a 64-bit length with its top bit set a 1009, like any length over ``max_size``.
-
-    wsproto calls such a length a protocol error (1002) before any extension sees it;
-    with a size limit in force, the limit is the better answer (RFC 6455 §7.4.1), and it
-    is the one :class:`~aiows.extensions.SizeLimit` gives 2**62. Looks inside wsproto
-    1.x; if its insides change, the answer simply stays 1002.
-    """
-    try:
-        decoder = conn._proto._frame_decoder
-        parse = decoder.parse_extended_payload_length
-        buffer = decoder.buffer
-    except AttributeError:
-        return
-
-    def checked(opcode: Opcode, length: int) -> int | None:
-        if length == 127:
-            start = buffer.bytes_used
-            top = buffer.buffer[start : start + 1]
-            if top and top[0] & 0x80:
-                raise ParseFailed("message too big", CloseReason.MESSAGE_TOO_BIG)
-        return parse(opcode, length)
-
-    decoder.parse_extended_payload_length = checked  # type: ignore[method-assign, assignment]
-
-
-def _slim(conn: Connection) -> None:
-    """Drop wsproto's per-connection event deque (about 600 bytes), which stays empty.
-
-    wsproto only fills it when ``receive_data(None)`` reports a lost connection, which
-    aiows never calls; ``events()`` reads it as "anything queued?", and an empty tuple
-    answers no. Saves memory on every idle connection.
-    """
-    if hasattr(conn, "_events"):
-        conn._events = ()  # type: ignore[assignment]
-
-
-def frame_header(length: int, first: int) -> bytes:
-    """Return the header of an unmasked frame whose first byte is ``first``."""
-    if length < 126:
-        return bytes((first, length))
-    if length < 65536:
-        return _pack_short(first, 126, length)
-    return _pack_long(first, 127, length)
-
-
 class Protocol(asyncio.Protocol):
     """The transport side of one WebSocket connection, server or client."""
 
@@ -236,31 +98,27 @@ class Protocol(asyncio.Protocol):
         "_close_sent",
         "_closed",
         "_conn",
-        "_discard",
         "_drain_waiters",
-        "_fast",
+        "_failed",
+        "_fast_read",
         "_format",
         "_fragmenting",
         "_handshake",
         "_head",
-        "_held",
-        "_max_size",
-        "_need",
+        "_held_for_pongs",
         "_on_lost",
         "_on_request",
         "_opened",
         "_outbox",
         "_outbox_size",
         "_pings",
-        "_plain",
-        "_quick",
-        "_quick_ok",
-        "_rbuf",
+        "_reader",
         "_reading_paused",
         "_received",
-        "_reject",
+        "_state",
         "_timer",
         "_trailing",
+        "_uncompressed",
         "_write_paused",
         "_written",
         "client",
@@ -270,7 +128,6 @@ class Protocol(asyncio.Protocol):
         "loop",
         "receiver",
         "remote_address",
-        "state",
         "subprotocol",
         "transport",
     )
@@ -287,7 +144,7 @@ class Protocol(asyncio.Protocol):
         self.client = client
         self.loop = asyncio.get_running_loop()
         self.id = next(_ids)
-        self.state = State.CONNECTING
+        self._state = State.CONNECTING
         self.transport: asyncio.Transport | None = None
         self.remote_address: tuple[str, int] | None = None
         self.receiver: Receiver | None = None
@@ -297,11 +154,10 @@ class Protocol(asyncio.Protocol):
         self._on_lost = on_lost
         self._callbacks: list[Callable[[], None]] | None = None
         self._conn: Connection | None = None
-        self._handshake: H11Handshake | None = None
+        self._handshake: handshake.ClientHandshake | None = None
         self._buffer = bytearray()
         self._head = b""
         self._trailing = b""
-        self._reject: tuple[int, list[tuple[str, str]], bytearray] | None = None
         self._opened: asyncio.Future[None] | None = None
         self._closed: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -309,13 +165,16 @@ class Protocol(asyncio.Protocol):
         self._close_sent: tuple[int, str] | None = None
         self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] | None = None
         self._drain_waiters: list[asyncio.Future[None]] | None = None
+        # Reading is paused while the application's inbox is full, and held while pongs
+        # wait for a write buffer above write_limit (see "flow control" below).
         self._reading_paused = False
-        self._held = False
+        self._held_for_pongs = False
         self._write_paused = False
         self._written = 0
-        self._discard = False
-        self._fast = False
-        self._plain = False
+        # The peer broke the protocol and we closed (RFC 6455 §7.1.7): ignore its bytes.
+        self._failed = False
+        # No permessage-deflate: frames are encoded here, without wsproto.
+        self._uncompressed = False
         self._format: int | None = None
         self._outbox: list[bytes] | None = None
         self._outbox_size = 0
@@ -324,11 +183,21 @@ class Protocol(asyncio.Protocol):
         self._received = 0
         # The opening timer counts from the TCP accept, TLS handshake included.
         self._born = self.loop.time()
-        self._quick = False
-        self._quick_ok = False
-        self._rbuf = bytearray()
-        self._need = 0
-        self._max_size = config.max_size if config.max_size is not None else 2**63
+        # The next bytes may go to the fast reader: uncompressed, and wsproto holds no
+        # partial frame or message.
+        self._fast_read = False
+        self._reader = FastReader(client=client, max_size=config.max_size)
+
+    @property
+    def state(self) -> State:
+        """Where the connection is in its life; it only moves as :data:`TRANSITIONS` allows."""
+        return self._state
+
+    def _move_to(self, state: State) -> None:
+        """The one place the state changes; a move the table does not allow is a bug."""
+        if state not in TRANSITIONS[self._state]:
+            raise RuntimeError(f"conn {self.id}: no move from {self._state.name} to {state.name}")
+        self._state = state
 
     # ----------------------------------------------------------------- transport events
 
@@ -347,128 +216,49 @@ class Protocol(asyncio.Protocol):
         if conn is None:
             self._handshake_data(data)
             return
-        if self._discard or conn.state is ConnectionState.CLOSED:
+        if self._failed or conn.state is ConnectionState.CLOSED:
             return
         self._received += len(data)
-        if self._quick:
-            held = len(self._rbuf)
-            rest = self._read_frames(data)
+        receiver = self.receiver
+        assert receiver is not None
+        if self._fast_read:
+            reader = self._reader
+            held = reader.buffered
+            rest = reader.feed(data, receiver._receive)
             # The fast path takes whole frames only: bytes gone means frames completed.
-            if (len(self._rbuf) if rest is None else len(rest)) < held + len(data):
+            if (reader.buffered if rest is None else len(rest)) < held + len(data):
                 self._activity = True
             if rest is None:
                 return
             data = rest
-            self._quick = False
+            self._fast_read = False
         conn.receive_data(data)
-        receiver = self.receiver
-        assert receiver is not None
         for event in conn.events():
-            kind = type(event)
-            if kind is TextMessage or kind is BytesMessage:
-                if event.frame_finished:  # type: ignore[attr-defined]
+            if isinstance(event, (TextMessage, BytesMessage)):
+                if event.frame_finished:
                     self._activity = True
-                receiver._receive(event.data, event.message_finished)  # type: ignore[attr-defined]
+                # wsproto may hand binary data as a bytearray; it is passed on as it is.
+                receiver._receive(cast(bytes, event.data), event.message_finished)
                 continue
             self._activity = True  # a control frame arrives whole
-            if kind is Ping:
+            if isinstance(event, Ping):
                 if conn.state is ConnectionState.OPEN:
-                    self._write(conn.send(event.response()))  # type: ignore[attr-defined]
+                    self._write(conn.send(event.response()))
                     if self._write_paused:
                         self._hold_reading()
-            elif kind is Pong:
-                self._pong_received(event.payload)  # type: ignore[attr-defined]
-            elif kind is CloseConnection:
-                self._close_received(event)  # type: ignore[arg-type]
+            elif isinstance(event, Pong):
+                self._pong_received(event.payload)
+            elif isinstance(event, CloseConnection):
+                self._close_received(event)
                 return
-        self._quick = self._quick_ok and _wsproto_idle(conn)
-
-    def _read_frames(self, data: bytes | bytearray) -> bytes | None:
-        """Take the complete, final, uncompressed text and binary frames at the front.
-
-        This is the hot path: it does what wsproto would do for these frames (the same
-        checks: FIN, no reserved bits, masking by role, minimal length encoding,
-        ``max_size``, strict UTF-8) without its per-frame machinery. It stops at the
-        first frame it does not take — a control frame, a fragment, anything odd — and
-        returns the bytes from there on, for wsproto. A partial frame waits in a buffer
-        of at most ``max_size`` bytes. Returns ``None`` when nothing is left for wsproto.
-        """
-        buffer = self._rbuf
-        if buffer:
-            buffer += data
-            if len(buffer) < self._need:
-                return None
-            data = buffer  # parsed in place: no copy of a large partial frame
-        receive = self.receiver._receive  # type: ignore[union-attr]
-        masked = 0 if self.client else 0x80
-        limit = self._max_size
-        size = len(data)
-        pos = 0
-        self._need = 0
-        rest: bytes | None = None
-        while size - pos >= 2:
-            first = data[pos]
-            second = data[pos + 1]
-            if (first != 0x81 and first != 0x82) or second & 0x80 != masked:
-                rest = bytes(data[pos:])
-                break
-            length = second & 0x7F
-            start = pos + 2
-            if length >= 126:
-                if length == 126:
-                    start += 2
-                    if size < start:
-                        break
-                    (length,) = _unpack_short(data, pos + 2)
-                    if length < 126:
-                        rest = bytes(data[pos:])
-                        break
-                else:
-                    start += 8
-                    if size < start:
-                        break
-                    (length,) = _unpack_long(data, pos + 2)
-                    if length < 65536 or length >> 63:
-                        rest = bytes(data[pos:])
-                        break
-            if length > limit:
-                rest = bytes(data[pos:])
-                break
-            if masked:
-                start += 4
-            end = start + length
-            if end > size:
-                self._need = end - pos
-                break
-            # A large payload is viewed in place and copied once, by unmask or bytes().
-            view = memoryview(data)[start:end]
-            payload = unmask(view, bytes(data[start - 4 : start])) if masked else bytes(view)
-            del view  # the buffer may be resized below
-            if first == 0x81:
-                try:
-                    text = payload.decode()
-                except UnicodeDecodeError:
-                    rest = bytes(data[pos:])  # wsproto fails it with 1007
-                    break
-                receive(text, True)
-            else:
-                receive(payload, True)
-            pos = end
-        if data is buffer:
-            if rest is not None:
-                buffer.clear()
-            else:
-                del buffer[:pos]
-        elif rest is None and pos < size:
-            buffer += memoryview(data)[pos:]
-        return rest
+        self._fast_read = self._uncompressed and idle(conn)
 
     def eof_received(self) -> bool | None:
         # A half-closed peer sends nothing more; close our side too (RFC 6455 §7.1.1).
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.state = State.CLOSED
+        self._move_to(State.CLOSED)
         self._cancel_timer()
         if self._opened is not None and not self._opened.done():
             self._opened.set_exception(self._handshake_lost())
@@ -500,16 +290,18 @@ class Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._held:
-            self._held = False
+        if self._held_for_pongs:
+            self._held_for_pongs = False
             self._reading_changed(was_paused=True)
         self._wake_drain_waiters()
 
     # ------------------------------------------------------------------- the handshake
 
     def _handshake_data(self, data: bytes) -> None:
-        if self._reject is not None:
-            self._reject_body(data)
+        if self._state is not State.CONNECTING:
+            return  # refused or failed: what follows is not read
+        if self._handshake is not None and self._handshake.refusing:
+            self._refusal_body(data)
             return
         buffer = self._buffer
         start = max(0, len(buffer) - 3)
@@ -553,46 +345,18 @@ class Protocol(asyncio.Protocol):
 
         ``request`` is the one this protocol passed to ``on_request``. Raises
         :class:`InvalidHandshake` after answering 400 or 426 when it is not a valid
-        WebSocket handshake (RFC 6455 §4.2.1). Extensions are negotiated by wsproto.
+        WebSocket handshake (see :func:`aiows.handshake.refusal`).
         """
-        problem = _upgrade_problem(request)
-        if problem is not None:
-            status, reason = problem
-            extra = [("Sec-WebSocket-Version", "13")] if status == 426 else []
-            log.info("conn %d: %d invalid handshake: %s", self.id, status, reason)
-            self.reject(error_response(status, extra))
-            raise InvalidHandshake(reason)
-        key = (request.headers.get("Sec-WebSocket-Key") or "").encode()
-        lines = [
-            "HTTP/1.1 101 Switching Protocols",
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            f"Sec-WebSocket-Accept: {generate_accept_token(key).decode()}",
-        ]
-        if subprotocol is not None:
-            lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
-        negotiated = self._negotiate(request, lines)
-        lines += [f"{name}: {value}" for name, value in headers]
-        self._write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        refused = handshake.refusal(request)
+        if refused is not None:
+            status = refused.response.status
+            log.info("conn %d: %d invalid handshake: %s", self.id, status, refused.reason)
+            self.reject(refused.response)
+            raise InvalidHandshake(refused.reason)
+        answer, extensions = handshake.accept(request, subprotocol, headers, self.config)
+        self._write(answer)
         self.subprotocol = subprotocol
-        self._open(negotiated, self._trailing)
-
-    def _negotiate(self, request: Request, lines: list[str]) -> list[Extension]:
-        """Agree on permessage-deflate (RFC 7692), adding its header to ``lines``."""
-        offers = [
-            offer
-            for value in request.headers.get_all("Sec-WebSocket-Extensions")
-            for offer in split_comma_header(value.encode("latin-1"))
-        ]
-        if not offers or not self.config.compression:
-            return []
-        no_context = self.config.server_no_context_takeover
-        deflate = BoundedDeflate(self.config.max_size, server_no_context_takeover=no_context)
-        agreed = server_extensions_handshake(offers, [deflate])
-        if agreed is None or not deflate.enabled():
-            return []
-        lines.append(f"Sec-WebSocket-Extensions: {agreed.decode()}")
-        return [deflate]
+        self._open(extensions, self._trailing)
 
     def reject(self, response: Response) -> None:
         """Answer the handshake with a plain HTTP response and close the connection."""
@@ -603,20 +367,13 @@ class Protocol(asyncio.Protocol):
         self.transport.close()
 
     def _open(self, extensions: list[Extension], trailing: bytes) -> None:
-        if self.config.max_size is not None:
-            extensions = [SizeLimit(self.config.max_size), *extensions]
-        kind = ConnectionType.CLIENT if self.client else ConnectionType.SERVER
-        self._conn = Connection(kind, extensions)
-        _slim(self._conn)
-        if self.config.max_size is not None:
-            _refuse_huge_lengths(self._conn)
+        self._conn = new_connection(self.client, extensions, self.config.max_size)
         self._head = self._trailing = b""  # the handshake's bytes are no longer needed
-        self._plain = not any(isinstance(e, BoundedDeflate) for e in extensions)
-        self._fast = self._plain and not self.client
-        self._format = _frame_format(self.client, extensions)
-        self._quick_ok = self._quick = not any(isinstance(e, BoundedDeflate) for e in extensions)
+        self._uncompressed = not is_compressed(extensions)
+        self._format = frame_format(self.client, extensions)
+        self._fast_read = self._uncompressed
         self._cancel_timer()
-        self.state = State.OPEN
+        self._move_to(State.OPEN)
         if self._opened is not None and not self._opened.done():
             self._opened.set_result(None)
         self.resume_reading()
@@ -638,74 +395,29 @@ class Protocol(asyncio.Protocol):
         :class:`InvalidMessage` for a malformed answer, or :class:`ConnectionClosed` when
         the connection ends first.
         """
-        self._handshake = H11Handshake(ConnectionType.CLIENT)
-        offered: list[Extension] = []
-        if self.config.compression:
-            # Offering client_no_context_takeover lets a server that asks for it (to
-            # free its inflater between messages) accept; RFC 7692 §7.1.1.2 makes the
-            # offer a promise, which BoundedDeflate keeps.
-            deflate = BoundedDeflate(self.config.max_size, client_no_context_takeover=True)
-            offered.append(deflate)
-        extra = [(name.encode(), value.encode()) for name, value in headers]
-        request = WSRequest(
-            host=host,
-            target=target,
-            subprotocols=subprotocols,
-            extensions=offered,
-            extra_headers=extra,
-        )
+        self._handshake = handshake.ClientHandshake()
         self._opened = self.loop.create_future()
-        self._write(self._handshake.send(request))
+        self._write(self._handshake.request(host, target, subprotocols, headers, self.config))
         return self._opened
 
     def _response_head(self) -> None:
-        handshake = self._handshake
-        assert handshake is not None
+        assert self._handshake is not None
         try:
-            handshake.receive_data(self._head)
-            events = list(handshake.events())
-        except (RemoteProtocolError, ValueError) as exc:
-            self._handshake_failed(InvalidMessage(f"invalid handshake response: {exc}"))
+            answer = self._handshake.receive_head(self._head, self._trailing)
+        except InvalidMessage as exc:
+            self._handshake_failed(exc)
             return
-        if not events:
-            self._handshake_failed(InvalidMessage("invalid handshake response"))
-            return
-        event = events[0]
-        if isinstance(event, AcceptConnection):
-            self.subprotocol = event.subprotocol
-            self._open([e for e in event.extensions if e.enabled()], self._trailing)
-        elif isinstance(event, RejectConnection):
-            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
-            self._reject = (event.status_code, headers, bytearray())
-            if not event.has_body:
-                self._reject_done()
-            else:
-                # wsproto may already have parsed the end of the body (Content-Length: 0).
-                self._reject_body(self._trailing, tuple(events[1:]))
+        if isinstance(answer, handshake.Opened):
+            self.subprotocol = answer.subprotocol
+            self._open(answer.extensions, self._trailing)
+        elif answer is not None:
+            self._handshake_failed(answer)
 
-    def _reject_body(self, data: bytes, parsed: tuple[object, ...] = ()) -> None:
-        """Collect a rejection's body: Content-Length bytes, chunks, or until the close
-        (then :meth:`_handshake_lost` raises it); stop at ``_MAX_REJECT_BODY`` bytes."""
-        assert self._reject is not None and self._handshake is not None
-        body = self._reject[2]
-        events: list[object] = list(parsed)
-        if data:  # h11 reads b"" as the end of the connection: connection_lost says that
-            try:
-                self._handshake.receive_data(data)
-                events += self._handshake.events()
-            except RemoteProtocolError:
-                events.append(RejectData(data=b"", body_finished=True))
-        for event in events:
-            if isinstance(event, RejectData):
-                body += event.data[: _MAX_REJECT_BODY - len(body)]
-                if event.body_finished or len(body) >= _MAX_REJECT_BODY:
-                    self._reject_done()
-                    return
-
-    def _reject_done(self) -> None:
-        assert self._reject is not None
-        status, headers, body = self._reject
-        self._handshake_failed(InvalidStatus(status, headers, bytes(body)))
+    def _refusal_body(self, data: bytes) -> None:
+        assert self._handshake is not None
+        refused = self._handshake.receive_body(data)
+        if refused is not None:
+            self._handshake_failed(refused)
 
     def _handshake_failed(self, exc: Exception) -> None:
         if self._opened is not None and not self._opened.done():
@@ -716,9 +428,9 @@ class Protocol(asyncio.Protocol):
             self.transport.close()
 
     def _handshake_lost(self) -> Exception:
-        if self._reject is not None:
-            status, headers, body = self._reject
-            return InvalidStatus(status, headers, bytes(body))
+        refused = self._handshake.refusal() if self._handshake is not None else None
+        if refused is not None:
+            return refused
         return ConnectionClosed.make(1006, "connection lost during the handshake")
 
     def _open_timed_out(self) -> None:
@@ -744,18 +456,15 @@ class Protocol(asyncio.Protocol):
             # Any bytes-like object goes out as its bytes: the len() of a memoryview
             # counts items, not bytes. The copy also frees the caller's buffer at once.
             data = bytes(data)
-        if self._plain:
-            if isinstance(data, str):
+        if self._uncompressed:
+            if self.client:
+                header, payload = encode_masked(data, fin, opcode)
+            elif isinstance(data, str):
                 payload = data.encode()
-                op = _OP_TEXT if opcode is None else opcode
+                header = frame_header(len(payload), (1 if opcode is None else opcode) | fin << 7)
             else:
                 payload = data
-                op = _OP_BINARY if opcode is None else opcode
-            header = frame_header(len(payload), op | 0x80 if fin else op)
-            if self.client:  # RFC 6455 §5.3: a fresh, unpredictable key for every frame
-                key = os.urandom(4)
-                header = bytes((header[0], header[1] | 0x80)) + header[2:] + key
-                payload = unmask(payload, key)
+                header = frame_header(len(payload), (2 if opcode is None else opcode) | fin << 7)
             if len(payload) >= _COALESCE or not fin or self._fragmenting:
                 self._write_now(header, payload, fin)
                 return
@@ -796,16 +505,6 @@ class Protocol(asyncio.Protocol):
         else:
             event = BytesMessage(data=data, message_finished=fin)
         return conn.send(event)
-
-    def write_frame(self, frame: bytes) -> None:
-        """Write a frame encoded elsewhere (a broadcast encoded once for many connections)."""
-        if self._outbox is not None or self._fragmenting:
-            self.queue_frame(frame)
-            self.flush()
-            return
-        assert self.transport is not None
-        self.transport.write(frame)
-        self._written += len(frame)
 
     def queue_frame(self, frame: bytes) -> bool:
         """Queue a complete frame encoded elsewhere; :meth:`flush` writes the queue at once.
@@ -848,11 +547,6 @@ class Protocol(asyncio.Protocol):
         compression that keeps its context between messages).
         """
         return self._format
-
-    @property
-    def shares_frames(self) -> bool:
-        """True when frames from :func:`encode_frame` are valid on this connection."""
-        return self._fast
 
     @property
     def write_paused(self) -> bool:
@@ -916,11 +610,6 @@ class Protocol(asyncio.Protocol):
         self._write(self._conn.send(Ping(payload=payload)))
         return waiter
 
-    @property
-    def ping_pending(self) -> bool:
-        """True while a ping sent by us waits for its pong."""
-        return bool(self._pings)
-
     def _pong_received(self, payload: bytes) -> None:
         pings = self._pings
         if not pings or payload not in pings:
@@ -982,7 +671,7 @@ class Protocol(asyncio.Protocol):
         if conn.state is ConnectionState.OPEN:
             self._write(conn.send(CloseConnection(code=code, reason=reason[:100])))
             self._close_sent = (code, reason)
-        self._discard = True
+        self._failed = True
         self._enter_closing()
         assert self.receiver is not None
         self.receiver._receive_ended()
@@ -997,7 +686,7 @@ class Protocol(asyncio.Protocol):
         buffers, handler and connection slot by leaving ``transport.close()`` unflushed.
         """
         if self.state < State.CLOSING:
-            self.state = State.CLOSING
+            self._move_to(State.CLOSING)
             self._start_timer(self.config.close_timeout, self._close_timed_out)
 
     def _finish_closing(self) -> None:
@@ -1036,7 +725,7 @@ class Protocol(asyncio.Protocol):
     def receiving(self) -> bool:
         """True until a close frame is received, the peer fails, or the TCP link is lost."""
         return self.state is State.OPEN or (
-            self.state is State.CLOSING and self._close_rcvd is None and not self._discard
+            self.state is State.CLOSING and self._close_rcvd is None and not self._failed
         )
 
     @property
@@ -1063,7 +752,7 @@ class Protocol(asyncio.Protocol):
         """Stop reading from the socket (the application's inbox is full)."""
         if not self._reading_paused:
             self._reading_paused = True
-            self._reading_changed(was_paused=self._held)
+            self._reading_changed(was_paused=self._held_for_pongs)
 
     def resume_reading(self) -> None:
         """Read from the socket again, unless pongs wait for the write buffer to drain."""
@@ -1076,12 +765,12 @@ class Protocol(asyncio.Protocol):
         # reads would make us buffer pongs without end, so read nothing more from it
         # until the buffer drains (resume_writing). Its pongs thus stay under
         # write_limit plus one read's worth.
-        if not self._held:
-            self._held = True
+        if not self._held_for_pongs:
+            self._held_for_pongs = True
             self._reading_changed(was_paused=self._reading_paused)
 
     def _reading_changed(self, was_paused: bool) -> None:
-        paused = self._reading_paused or self._held
+        paused = self._reading_paused or self._held_for_pongs
         transport = self.transport
         if paused is was_paused or transport is None or transport.is_closing():
             return
@@ -1127,14 +816,3 @@ class Protocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-def _frame_format(client: bool, extensions: list[Extension]) -> int | None:
-    if client:
-        return None
-    for extension in extensions:
-        if isinstance(extension, BoundedDeflate):
-            if extension.server_no_context_takeover:
-                return extension.server_max_window_bits
-            return None
-    return PLAIN

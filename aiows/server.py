@@ -8,7 +8,6 @@ handler, then closes the connection with 1000 (or 1011 if the handler failed).
 from __future__ import annotations
 
 import asyncio
-import base64
 import errno
 import inspect
 import logging
@@ -20,7 +19,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, S
 from types import TracebackType
 from typing import Any
 
-from . import __version__
+from . import __version__, handshake
 from .config import Config
 from .connection import WebSocket
 from .exceptions import ConnectionClosed, InvalidHandshake
@@ -173,7 +172,8 @@ class Server:
             return None  # the client left, or the handshake timed out, meanwhile
         ws = WebSocket(protocol, request)
         try:
-            protocol.accept(request, self._select_subprotocol(request), list(self._extra_headers))
+            subprotocol = handshake.select_subprotocol(request, self._subprotocols)
+            protocol.accept(request, subprotocol, list(self._extra_headers))
         except InvalidHandshake:
             return None
         return ws
@@ -200,10 +200,9 @@ class Server:
                 answer = await answer
             if answer is not None:
                 return answer
-        if not request.is_upgrade:
-            return error_response(426, [("Upgrade", "websocket")])
-        if request.method != "GET" or request.version != "HTTP/1.1" or not _valid_key(request):
-            return error_response(400)  # RFC 6455 §4.1: the opening handshake is a GET
+        refused = handshake.refusal(request)
+        if refused is not None:
+            return refused.response
         if self._route(request.path) is None:
             return error_response(404)
         if self._origins is not None and request.headers.get("Origin") not in self._origins:
@@ -214,17 +213,6 @@ class Server:
         if self._routes is None:
             return self._handler
         return self._routes.get(path)
-
-    def _select_subprotocol(self, request: Request) -> str | None:
-        offered = [
-            token.strip()
-            for value in request.headers.get_all("Sec-WebSocket-Protocol")
-            for token in value.split(",")
-        ]
-        for subprotocol in self._subprotocols:
-            if subprotocol in offered:
-                return subprotocol
-        return None
 
     async def _run_handler(self, ws: WebSocket) -> None:
         assert ws.request is not None
@@ -344,15 +332,6 @@ def claim_unix_path(path: str | os.PathLike[str]) -> None:
             message = f"{os.fspath(path)}: cannot tell whether it is in use ({exc})"
             raise OSError(errno.EEXIST, message) from exc
     raise OSError(errno.EADDRINUSE, f"{os.fspath(path)} is in use by a running server")
-
-
-def _valid_key(request: Request) -> bool:
-    """Check that ``Sec-WebSocket-Key`` is a base64-encoded 16-byte nonce (RFC 6455 §4.1)."""
-    key = request.headers.get("Sec-WebSocket-Key") or ""
-    try:
-        return len(base64.b64decode(key.encode(), validate=True)) == 16
-    except (ValueError, UnicodeEncodeError):
-        return False
 
 
 class serve:  # used like a function, as in websockets and asyncio

@@ -36,7 +36,7 @@ from websockets.protocol import State as OracleState
 
 import aiows
 from aiows.connection import WebSocket
-from aiows.extensions import BoundedDeflate, deflate_bound
+from aiows.adapter import BoundedDeflate, deflate_bound
 from aiows.protocol import Protocol
 
 EXAMPLES = int(os.environ.get("AIOWS_FUZZ_EXAMPLES", "250"))

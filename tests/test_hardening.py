@@ -40,8 +40,9 @@ import aiows
         (frame(b"\xff\xfe", opcode=0x1), 1007),
         (frame(b"\xe2\x82", opcode=0x1, fin=False) + frame(b"\x28", opcode=0x0), 1007),
         (frame(b"part", opcode=0x0), 1002),
-        (struct.pack("!BBQ", 0x82, 0xFF, 2**63) + b"mask", 1009),
-        (frame(b"a", opcode=0x2, fin=False) + struct.pack("!BBQ", 0x80, 0xFF, 2**63), 1009),
+        # RFC 6455 §5.2: a 64-bit length's top bit must be 0, whatever max_size says.
+        (struct.pack("!BBQ", 0x82, 0xFF, 2**63) + b"mask", 1002),
+        (frame(b"a", opcode=0x2, fin=False) + struct.pack("!BBQ", 0x80, 0xFF, 2**63), 1002),
     ],
     ids=[
         "unmasked",

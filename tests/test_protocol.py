@@ -15,9 +15,11 @@ import pytest
 import websockets
 from conftest import TIMEOUT, echo, running, url
 from hubtools import wait_for
+from memory import Wire, server_pair
 from rawclient import RawClient, frame, handshake
 
 import aiows
+from aiows.protocol import TRANSITIONS, Protocol, State
 
 #: asyncio reads at most this much per ``data_received`` (the pongs of one read).
 READ_SIZE = 2**18
@@ -188,3 +190,56 @@ async def test_rejected_handshake_with_a_peer_that_does_not_read_ends_after_clos
                 assert loop.time() < deadline, "the rejected connection kept its slot"
                 await asyncio.sleep(0.1)
         sock.close()
+
+
+# ------------------------------------------------------------------------ one state
+
+
+async def test_state_moves_only_as_the_table_allows() -> None:
+    protocol, wire, accepted = server_pair()
+    assert protocol.state is State.CONNECTING
+    protocol.data_received(handshake())
+    assert protocol.state is State.OPEN and accepted
+    with pytest.raises(RuntimeError, match="no move from OPEN to CONNECTING"):
+        protocol._move_to(State.CONNECTING)
+    protocol.close()
+    assert protocol.state is State.CLOSING
+    with pytest.raises(RuntimeError, match="no move from CLOSING to OPEN"):
+        protocol._move_to(State.OPEN)
+    with pytest.raises(AttributeError):
+        protocol.state = State.OPEN  # type: ignore[misc]
+    wire.end.abort()
+    await wait_for(lambda: protocol.state is State.CLOSED)
+    for state in State:
+        if state is not State.CLOSED:
+            assert State.CLOSED in TRANSITIONS[state]
+    assert not TRANSITIONS[State.CLOSED]
+
+
+async def test_bytes_after_a_refused_handshake_are_not_read_as_a_request() -> None:
+    requests: list[aiows.Request] = []
+
+    def on_request(protocol: Protocol, request: aiows.Request) -> None:
+        requests.append(request)
+        protocol.reject(aiows.Response(403, "no"))
+
+    protocol = Protocol(aiows.Config(ping_interval=None), on_request=on_request)
+    Wire(protocol)
+    protocol.data_received(handshake())
+    protocol.data_received(handshake())  # as if the socket still delivered a read
+    assert len(requests) == 1 and protocol.state is State.CLOSING
+
+
+async def test_encode_data_frames_with_the_connections_own_context_can_be_queued() -> None:
+    async def handler(ws: aiows.WebSocket) -> None:
+        protocol = ws.protocol
+        for text in ("one", "two" * 100, "three"):  # context kept from frame to frame
+            protocol.queue_frame(protocol.encode_data(text, True))
+        protocol.flush()
+        await ws.recv()
+
+    async with running(handler) as server:
+        async with websockets.connect(url(server), compression="deflate") as client:
+            got = [await asyncio.wait_for(client.recv(), TIMEOUT) for _ in range(3)]
+            assert got == ["one", "two" * 100, "three"]
+            await client.send("done")

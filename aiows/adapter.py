@@ -1,27 +1,127 @@
-"""wsproto extensions that enforce ``max_size``: one on frame headers, one on inflation.
+"""The one place that knows wsproto: its connection, and every assumption about its insides.
 
-wsproto has no size limit and its permessage-deflate inflates without a bound. These two
-classes plug into wsproto's extension points so that an oversize message is refused with
-1009 as soon as a frame header announces it, and a compressed frame that would inflate
-past the limit is refused without being inflated whole. Only :mod:`aiows.protocol` uses
-them.
+wsproto is the state machine for everything but plain data frames (handshake,
+extension negotiation, control frames, fragmented and compressed messages, closing).
+aiows relies on a few of its private details; each one is written down here, next to
+the code that relies on it, and ``tests/test_adapter.py`` fails if one stops holding
+(rather than aiows falling back to a slower or weaker path without a word). The
+``wsproto>=1.2,<2`` bound in ``pyproject.toml`` keeps untested majors out.
+
+Also here: the two extensions that enforce ``max_size`` through wsproto's extension
+points (:class:`SizeLimit` on frame headers, :class:`BoundedDeflate` on inflation).
+wsproto has no size limit and its permessage-deflate inflates without a bound; with
+them an oversize message is refused with 1009 as soon as a frame header announces it,
+and a compressed frame that would inflate past the limit is refused without being
+inflated whole.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from wsproto import ConnectionType
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
+
+from .frames import COMPRESSION_LEVEL, PLAIN
 
 if TYPE_CHECKING:
     from wsproto.frame_protocol import FrameDecoder, FrameProtocol
 
+__all__ = [
+    "BoundedDeflate",
+    "BytesMessage",
+    "CloseConnection",
+    "Connection",
+    "ConnectionState",
+    "Extension",
+    "Ping",
+    "Pong",
+    "SizeLimit",
+    "TextMessage",
+    "deflate_bound",
+    "frame_format",
+    "idle",
+    "is_compressed",
+    "new_connection",
+]
+
 _NO_RSV = RsvBits(False, False, False)
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"
-#: zlib level for outgoing messages.
-COMPRESSION_LEVEL = 1
+
+
+class _Events(list[Event]):
+    """wsproto's queue of events, as a list: an empty one costs ~50 bytes, a deque ~700.
+
+    Assumption (wsproto 1.x ``Connection``): ``_events`` is only appended to (by
+    ``receive_data(None)``, a lost connection), tested for emptiness and popped from
+    the left (by ``events()``). aiows never calls ``receive_data(None)``, so the queue
+    stays empty on every idle connection; if it is ever used it still works.
+    """
+
+    __slots__ = ()
+
+    def popleft(self) -> Event:
+        return self.pop(0)
+
+
+def new_connection(
+    client: bool, extensions: Sequence[Extension], max_size: int | None
+) -> Connection:
+    """Return wsproto's connection for an opened WebSocket, with ``max_size`` enforced.
+
+    ``extensions`` are the negotiated ones (:class:`BoundedDeflate` at most).
+    """
+    if max_size is not None:
+        extensions = [SizeLimit(max_size), *extensions]
+    kind = ConnectionType.CLIENT if client else ConnectionType.SERVER
+    conn = Connection(kind, list(extensions))
+    # Assumption: Connection keeps its event queue in ``_events`` (see _Events).
+    conn._events = _Events()  # type: ignore[assignment]
+    return conn
+
+
+def idle(conn: Connection) -> bool:
+    """True when wsproto holds no partial frame or message, so the fast reader may read.
+
+    Assumptions (wsproto 1.x): ``Connection._proto`` is the ``FrameProtocol``; its
+    ``_frame_decoder`` has ``header`` (None between frames) and ``buffer`` (the bytes
+    not parsed yet); its ``_message_decoder.opcode`` is None between messages. If the
+    insides change, the answer is False: every frame then goes through wsproto, which
+    is correct but slow, and ``tests/test_adapter.py`` says so.
+    """
+    try:
+        proto = conn._proto
+        decoder = proto._frame_decoder
+        return (
+            decoder.header is None
+            and not len(decoder.buffer)
+            and proto._message_decoder.opcode is None
+        )
+    except AttributeError:
+        return False
+
+
+def is_compressed(extensions: Sequence[Extension]) -> bool:
+    """True when permessage-deflate was agreed on."""
+    return any(isinstance(extension, PerMessageDeflate) for extension in extensions)
+
+
+def frame_format(client: bool, extensions: Sequence[Extension]) -> int | None:
+    """Which shared frames a connection takes: :data:`~aiows.frames.PLAIN`, a deflate
+    window (``server_no_context_takeover`` agreed), or None (frames of its own only)."""
+    if client:
+        return None
+    for extension in extensions:
+        if isinstance(extension, PerMessageDeflate):
+            if extension.server_no_context_takeover:
+                return extension.server_max_window_bits
+            return None
+    return PLAIN
 
 
 def deflate_bound(size: int) -> int:
@@ -93,10 +193,25 @@ class BoundedDeflate(PerMessageDeflate):
 
     A compressed frame is refused at its header when it is longer than
     :func:`deflate_bound` of what the message may still inflate to.
+
+    Assumptions (wsproto 1.x ``PerMessageDeflate``): its per-message state lives in
+    ``_inbound_compressed`` (RSV1 of the message's first frame, None between
+    messages) and ``_inbound_is_compressible`` (False for a control frame); it inflates
+    with ``_decompressor`` and deflates with ``_compressor``, each created on first use
+    when None. ``tests/test_adapter.py`` checks each of these names.
     """
 
-    def __init__(self, max_size: int | None, **params: bool | int | None) -> None:
-        super().__init__(**params)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        max_size: int | None,
+        *,
+        client_no_context_takeover: bool = False,
+        server_no_context_takeover: bool = False,
+    ) -> None:
+        super().__init__(
+            client_no_context_takeover=client_no_context_takeover,
+            server_no_context_takeover=server_no_context_takeover,
+        )
         self.max_size = max_size
         self._budget = max_size
 

@@ -1,0 +1,137 @@
+"""aiows.frames without a loop: headers, masking, encoders and the fast reader."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+from rawclient import frame
+
+from aiows.frames import (
+    PLAIN,
+    FastReader,
+    encode_frame,
+    encode_frame_as,
+    encode_masked,
+    frame_header,
+    unmask,
+)
+
+
+def read(reader: FastReader, *chunks: bytes) -> tuple[list[str | bytes], bytes | None]:
+    """Feed ``chunks``; return the messages delivered and the last call's answer."""
+    got: list[str | bytes] = []
+
+    def receive(data: str | bytes, fin: bool) -> None:
+        assert fin
+        got.append(data)
+
+    rest = None
+    for chunk in chunks:
+        rest = reader.feed(chunk, receive)
+    return got, rest
+
+
+@pytest.mark.parametrize(
+    ("length", "expected"),
+    [
+        (0, b"\x82\x00"),
+        (125, b"\x82\x7d"),
+        (126, b"\x82\x7e\x00\x7e"),
+        (65535, b"\x82\x7e\xff\xff"),
+        (65536, b"\x82\x7f" + struct.pack("!Q", 65536)),
+    ],
+)
+def test_frame_header_uses_the_shortest_length(length: int, expected: bytes) -> None:
+    assert frame_header(length, 0x82) == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 1024, 1025, 5000])
+def test_unmask_is_xor_with_the_repeated_key(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256 + 1)
+    payload = payload[:size]
+    key = b"\x01\x80\xfe\x37"
+    expected = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    assert unmask(payload, key) == expected
+    assert unmask(memoryview(expected), key) == payload
+
+
+def test_encode_frame_text_binary_and_fragments() -> None:
+    assert encode_frame("hé") == b"\x81\x03" + "hé".encode()
+    assert encode_frame(b"ab") == b"\x82\x02ab"
+    assert encode_frame(b"ab", fin=False) == b"\x02\x02ab"
+    assert encode_frame(b"ab", opcode=0) == b"\x80\x02ab"
+
+
+def test_encode_masked_is_a_client_frame_with_a_fresh_key() -> None:
+    head, body = encode_masked(b"x" * 300)
+    assert head[:4] == b"\x82\xfe\x01\x2c"
+    assert unmask(body, head[4:8]) == b"x" * 300
+    keys = {encode_masked(b"x")[0][2:] for _ in range(8)}
+    assert len(keys) > 1
+
+
+def test_encode_frame_as_plain_and_deflated() -> None:
+    assert encode_frame_as("hi", PLAIN) == encode_frame("hi")
+    compressed = encode_frame_as(b"a" * 1000, 15)
+    assert compressed[0] == 0xC2  # FIN, RSV1, binary
+    inflater = zlib.decompressobj(-15)
+    length = compressed[1] & 0x7F
+    body = compressed[2:] if length < 126 else compressed[4:]
+    assert inflater.decompress(body + b"\x00\x00\xff\xff") == b"a" * 1000
+
+
+def test_fast_reader_delivers_whole_frames_and_keeps_a_partial_one() -> None:
+    reader = FastReader(client=False, max_size=None)
+    data = frame(b"one") + frame(b"two", opcode=2) + frame(b"x" * 70000, opcode=2)
+    got, rest = read(reader, data[:-10])
+    assert got == ["one", b"two"] and rest is None
+    assert reader.buffered > 0
+    got, rest = read(reader, data[-10:])
+    assert got == [b"x" * 70000] and rest is None and reader.buffered == 0
+
+
+def test_fast_reader_splits_headers_byte_by_byte() -> None:
+    reader = FastReader(client=False, max_size=None)
+    data = frame(b"y" * 300, opcode=2) + frame(b"z")
+    got, _ = read(reader, *(data[i : i + 1] for i in range(len(data))))
+    assert got == [b"y" * 300, "z"] and reader.buffered == 0
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        frame(b"ping", opcode=0x9),  # a control frame
+        frame(b"part", opcode=2, fin=False),  # a fragment
+        frame(b"a", opcode=2, rsv=4),  # a reserved bit
+        frame(b"a", opcode=2, mask=False),  # unmasked, to a server
+        b"\x82\xfe\x00\x05" + b"mask" + b"abcde",  # a 16-bit length under 126
+        b"\x82\xff" + struct.pack("!Q", 2**63) + b"mask",  # the length's top bit set
+        frame(b"\xff\xfe", opcode=0x1),  # invalid UTF-8: wsproto's 1007 to give
+        frame(b"b" * 11, opcode=2),  # over max_size
+    ],
+)
+def test_fast_reader_hands_anything_else_back_untouched(odd: bytes) -> None:
+    reader = FastReader(client=False, max_size=10)
+    after = frame(b"after", opcode=2)
+    got, rest = read(reader, frame(b"first", opcode=2) + odd + after)
+    assert got == [b"first"]
+    assert rest == odd + after
+    assert reader.buffered == 0
+
+
+def test_fast_reader_for_a_client_takes_unmasked_frames_only() -> None:
+    reader = FastReader(client=True, max_size=None)
+    masked = frame(b"masked")
+    got, rest = read(reader, encode_frame("hi") + masked)
+    assert got == ["hi"] and rest == masked
+
+
+def test_fast_reader_hands_back_a_buffered_partial_frame_that_turns_odd() -> None:
+    reader = FastReader(client=False, max_size=None)
+    whole, close = frame(b"q" * 200, opcode=2), frame(b"\x03\xe8", opcode=0x8)
+    assert read(reader, whole[:100]) == ([], None)
+    got, rest = read(reader, whole[100:] + close)
+    assert got == [b"q" * 200] and rest == close
+    assert reader.buffered == 0
