@@ -35,8 +35,8 @@ from websockets.protocol import Side
 from websockets.protocol import State as OracleState
 
 import aiows
-from aiows.connection import WebSocket
 from aiows.adapter import BoundedDeflate, deflate_bound
+from aiows.connection import WebSocket
 from aiows.protocol import Protocol
 
 EXAMPLES = int(os.environ.get("AIOWS_FUZZ_EXAMPLES", "250"))
