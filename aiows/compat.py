@@ -29,7 +29,6 @@ from .connection import Message, WebSocket
 from .exceptions import ConnectionClosed
 from .hub import Hub
 from .loop import run
-from .protocol import State
 from .server import Server, serve
 
 __all__ = ["CLOSE_STATUS_NORMAL", "DEFAULT_CLOSE_REASON", "ClientHandler", "WebsocketServer"]
@@ -64,7 +63,7 @@ class ClientHandler:
 
     def send_close(self, status: int = CLOSE_STATUS_NORMAL, reason: bytes | str = b"") -> None:
         """Start the closing handshake with ``status`` and ``reason``."""
-        self.server._call(self.ws.protocol.close, status, _text(reason))
+        self.server._call(self.ws.close_nowait, status, _text(reason))
 
 
 class _Client:
@@ -162,9 +161,9 @@ class WebsocketServer:
     def _send(self, ws: WebSocket, message: Message) -> None:
         if isinstance(message, bytearray | memoryview):
             message = bytes(message)
-        self._call(_send_now, ws, message)
+        self._call(ws.send_nowait, message)
         loop = self._loop
-        if loop is not None and ws.protocol.write_paused and not _in_loop(loop):
+        if loop is not None and ws.write_paused and not _in_loop(loop):
             # As websocket-server's blocking send does: a sender outside the loop waits
             # while this client's buffer is full, so memory stays bounded.
             future = asyncio.run_coroutine_threadsafe(_drain(ws), loop)
@@ -262,9 +261,9 @@ class WebsocketServer:
     def _disconnect(self, abrupt: bool, status: int, reason: str) -> None:
         for ws in self._hub.members():
             if abrupt:
-                ws.protocol.abort()
+                ws.abort()
             else:
-                ws.protocol.close(status, reason)
+                ws.close_nowait(status, reason)
 
     def _call(self, function: Callable[..., Any], *args: Any) -> None:
         """Run ``function(*args)`` on the loop: now if we are on it, else soon, in order."""
@@ -338,14 +337,9 @@ class WebsocketServer:
                 self.clients.remove(client.info)
 
 
-def _send_now(ws: WebSocket, message: Message) -> None:
-    if ws.protocol.state is State.OPEN:
-        ws.protocol.send_data(message)
-
-
 async def _drain(ws: WebSocket) -> None:
     with contextlib.suppress(ConnectionClosed):
-        await ws.protocol.drain()
+        await ws.drain()
 
 
 def _wake(future: asyncio.Future[None]) -> None:

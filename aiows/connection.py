@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
+from .frames import PLAIN, frame_header
 from .message import Message
 from .protocol import State
 
@@ -102,7 +103,8 @@ class WebSocket:
 
     @property
     def protocol(self) -> Protocol:
-        """The transport side of this connection (for the hub and for tests)."""
+        """The transport side of this connection, for tests (the hub uses the members of
+        :class:`~aiows.member.Member` instead)."""
         return self._protocol
 
     def __repr__(self) -> str:
@@ -234,3 +236,91 @@ class WebSocket:
             return RuntimeError("the opening handshake is not finished")
         error: ConnectionClosed = self._protocol.closed_error()
         return error
+
+    # ----------------------------------------- as a hub member (aiows.member.Member)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes given to this connection and not yet taken by the socket.
+
+        Frames queued for the end of the loop turn and the transport's write buffer; the
+        hub's slow-consumer policy compares it with ``buffer_limit``.
+        """
+        return self._protocol.write_buffer_size()
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the write buffer is above ``write_limit`` (``send()`` then waits)."""
+        return self._protocol.write_paused
+
+    @property
+    def frame_format(self) -> int | None:
+        """Which frames built once for many connections are valid here.
+
+        :data:`~aiows.frames.PLAIN` (0), a permessage-deflate window (compression without
+        context), or ``None``: frames must be built for this connection alone (a client,
+        which masks them, or compression that keeps its context between messages).
+        """
+        return self._protocol.frame_format
+
+    def queue_frame(self, frame: bytes) -> bool:
+        """Queue a complete frame built elsewhere, in :attr:`frame_format`.
+
+        It goes out after what is queued, in one write with the frames queued in the same
+        loop turn (at once past 16 KiB). Returns True when the queue was empty: the caller
+        must call :meth:`flush` later.
+        """
+        return self._protocol.queue_frame(frame)
+
+    def send_nowait(self, message: Message) -> int:
+        """Send ``message`` now, without waiting for the write buffer to drain.
+
+        The frame is built for this connection alone (masked by a client, compressed with
+        this connection's context) and written at the end of the loop turn, or at once
+        when large; the write buffer may grow past ``write_limit``. Returns the frame's
+        size in bytes, or 0 (and sends nothing) when the connection is not open.
+        """
+        protocol = self._protocol
+        if protocol.state is not State.OPEN:
+            return 0
+        if protocol.frame_format == PLAIN:  # a server without compression: the fast path
+            protocol.send_data(message)
+            size = len(message.encode() if isinstance(message, str) else message)
+            return size + len(frame_header(size, 0))
+        # Encoded now, in the order it is queued: a compression context needs both.
+        frame = protocol.encode_data(message, True)
+        if protocol.queue_frame(frame):
+            protocol.loop.call_soon(protocol.flush)
+        return len(frame)
+
+    def flush(self) -> None:
+        """Write the queued frames in one write (unless a fragmented message is under way)."""
+        self._protocol.flush()
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its low-water mark.
+
+        Returns at once when :attr:`write_paused` is False. Raises
+        :class:`~aiows.ConnectionClosed` if the connection closes first. Safe to cancel:
+        nothing is sent or lost.
+        """
+        await self._protocol.drain()
+
+    def close_nowait(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake, as :meth:`close` does, and return at once.
+
+        Does nothing if the connection is already closing; before the opening handshake
+        is done it drops the connection.
+        """
+        self._protocol.close(code, reason)
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once, without a closing handshake."""
+        self._protocol.abort()
+
+    def on_closed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the TCP connection is closed (at once if it is).
+
+        Callbacks run in the order they were given, from the event loop.
+        """
+        self._protocol.on_closed(callback)

@@ -7,6 +7,11 @@ same bytes for every member; one flush per loop turn writes each member's queue 
 whose write buffer passes ``buffer_limit`` is handled by the hub's ``policy``: closed
 (the default), skipped with the drop counted, or waited for by :meth:`Hub.publish`.
 
+A member is any connection that offers :class:`~aiows.member.Member`, as
+:class:`aiows.WebSocket` does: the hub reads its state and pending bytes, queues the
+shared frame for it, or hands the message to a member that must build its own frame
+(a client, or compression with its own context), and never touches what is underneath.
+
 Keepalive is the server's: one :class:`~aiows.heartbeat.Heartbeat` timer pings every
 connection; the hub reads each member's :attr:`~aiows.WebSocket.latency` for its stats.
 
@@ -30,16 +35,17 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from . import backends
 from .backends import Backend
-from .connection import WebSocket
 from .exceptions import ConnectionClosed
+from .frames import encode_frame_as
 from .history import Envelope, History
 from .hubstats import HubStats, percentile
+from .member import Member
 from .message import Message
-from .protocol import Protocol, State, encode_frame_as, frame_header
+from .protocol import State
 
 __all__ = ["Hub", "Policy", "Presence"]
 
@@ -52,6 +58,8 @@ _names = itertools.count(1)
 #: Live messages held for one member while its resume waits for the history (then 1013).
 HOLD_LIMIT = 10_000
 _hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
+#: A member's own type, which :meth:`Hub.joined` gives back.
+M = TypeVar("M", bound=Member)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +68,7 @@ class Presence:
 
     kind: Literal["join", "leave"]
     group: str
-    ws: WebSocket
+    ws: Member
     count: int
 
 
@@ -105,12 +113,12 @@ class Hub:
         self.buffer_limit = buffer_limit
         self.slow_close_code = slow_close_code
         self.name = name if name is not None else f"hub{next(_names)}"
-        self._everyone: dict[WebSocket, set[str]] = {}
-        self._groups: dict[str, dict[WebSocket, None]] = {}
+        self._everyone: dict[Member, set[str]] = {}
+        self._groups: dict[str, dict[Member, None]] = {}
         self._histories: dict[str, History] = {}
         self._listeners: list[Callable[[Presence], None]] = []
-        self._dropping: dict[WebSocket, int] = {}
-        self._dirty: list[Protocol] = []
+        self._dropping: dict[Member, int] = {}
+        self._dirty: list[Member] = []
         self._flush_handle: asyncio.Handle | None = None
         self._broadcasts = 0
         self._sent = 0
@@ -122,8 +130,8 @@ class Hub:
         self._shared = self.backend.shared
         self._starting: asyncio.Task[None] | None = None
         self._seqs = itertools.count(1)
-        self._excluded: dict[int, set[WebSocket] | tuple[()]] = {}
-        self._resuming: dict[WebSocket, dict[str, _Resume]] = {}
+        self._excluded: dict[int, set[Member] | tuple[()]] = {}
+        self._resuming: dict[Member, dict[str, _Resume]] = {}
         self._local: set[str] = set()  # groups whose offsets this process gives out alone
         _hubs.add(self)
 
@@ -134,7 +142,7 @@ class Hub:
 
     # ---------------------------------------------------------------------- members
 
-    def join(self, ws: WebSocket, *groups: str) -> None:
+    def join(self, ws: Member, *groups: str) -> None:
         """Add ``ws`` to the hub and to ``groups``; it leaves them all when it closes.
 
         Each group newly joined emits a ``join`` :class:`Presence` event.
@@ -144,7 +152,7 @@ class Hub:
         mine = self._everyone.get(ws)
         if mine is None:
             mine = self._everyone[ws] = set()
-            ws.protocol.on_closed(lambda: self.remove(ws))
+            ws.on_closed(lambda: self.remove(ws))
         for group in groups:
             if group in mine:
                 continue
@@ -156,7 +164,7 @@ class Hub:
                 self.backend.joined(group, self._member_id(ws))
             self._emit("join", group, ws, len(members))
 
-    def leave(self, ws: WebSocket, *groups: str) -> None:
+    def leave(self, ws: Member, *groups: str) -> None:
         """Remove ``ws`` from ``groups`` (it stays in the hub for broadcasts to everyone)."""
         mine = self._everyone.get(ws)
         if mine is None:
@@ -166,7 +174,7 @@ class Hub:
                 mine.discard(group)
                 self._leave_group(ws, group)
 
-    def remove(self, ws: WebSocket) -> None:
+    def remove(self, ws: Member) -> None:
         """Remove ``ws`` from the hub and from every group."""
         groups = self._everyone.pop(ws, None)
         self._dropping.pop(ws, None)
@@ -174,7 +182,7 @@ class Hub:
         for group in groups or ():
             self._leave_group(ws, group)
 
-    def _leave_group(self, ws: WebSocket, group: str) -> None:
+    def _leave_group(self, ws: Member, group: str) -> None:
         members = self._groups.get(group)
         if members is None or ws not in members:
             return
@@ -189,7 +197,7 @@ class Hub:
         self._emit("leave", group, ws, len(members))
 
     @asynccontextmanager
-    async def joined(self, ws: WebSocket, *groups: str) -> AsyncIterator[WebSocket]:
+    async def joined(self, ws: M, *groups: str) -> AsyncIterator[M]:
         """Be in ``groups`` for the duration of an ``async with`` block.
 
         Enters the block once the histories of ``groups`` (if they keep one) are loaded
@@ -206,7 +214,7 @@ class Hub:
         finally:
             self.leave(ws, *groups)
 
-    def members(self, group: str | None = None) -> list[WebSocket]:
+    def members(self, group: str | None = None) -> list[Member]:
         """Return the connections in ``group``, or every connection in the hub."""
         if group is None:
             return list(self._everyone)
@@ -218,7 +226,7 @@ class Hub:
             return len(self._everyone)
         return len(self._groups.get(group, ()))
 
-    def groups_of(self, ws: WebSocket) -> set[str]:
+    def groups_of(self, ws: Member) -> set[str]:
         """Return the groups ``ws`` is in (empty if it is not in the hub)."""
         return set(self._everyone.get(ws, ()))
 
@@ -243,7 +251,7 @@ class Hub:
 
         return unsubscribe
 
-    def _emit(self, kind: Literal["join", "leave"], group: str, ws: WebSocket, n: int) -> None:
+    def _emit(self, kind: Literal["join", "leave"], group: str, ws: Member, n: int) -> None:
         if not self._listeners:
             return
         event = Presence(kind, group, ws, n)
@@ -259,7 +267,7 @@ class Hub:
         self,
         message: Message,
         group: str | None = None,
-        exclude: WebSocket | Iterable[WebSocket] | None = None,
+        exclude: Member | Iterable[Member] | None = None,
     ) -> int:
         """Send ``message`` to every member of ``group`` (or of the hub) but ``exclude``.
 
@@ -287,7 +295,7 @@ class Hub:
             self.backend.publish(group, message)
         return reached
 
-    def _sequence(self, message: Message, group: str, skip: set[WebSocket] | tuple[()]) -> int:
+    def _sequence(self, message: Message, group: str, skip: set[Member] | tuple[()]) -> int:
         """Have the backend number a history message; it comes back to :meth:`_deliver`."""
         seq = next(self._seqs)
         if skip:
@@ -300,7 +308,7 @@ class Hub:
         self,
         message: Message,
         group: str | None,
-        skip: set[WebSocket] | tuple[()],
+        skip: set[Member] | tuple[()],
         offset: int | None = None,
         epoch: str | None = None,
     ) -> int:
@@ -309,7 +317,7 @@ class Hub:
         ``offset`` and ``epoch`` name a history message: a member whose resume is under
         way gets it after its replay, and never twice.
         """
-        members: dict[WebSocket, set[str]] | dict[WebSocket, None]
+        members: dict[Member, set[str]] | dict[Member, None]
         members = self._everyone if group is None else self._groups.get(group) or {}
         frames: dict[int, bytes] = {}
         limit = self.buffer_limit
@@ -319,67 +327,52 @@ class Hub:
         for ws in tuple(members):
             if ws in skip:
                 continue
-            protocol = ws.protocol
-            if protocol.state is not State.OPEN:
+            if ws.state is not State.OPEN:
                 continue
             if resuming and ws in resuming and self._held(ws, group, message, offset, epoch):
                 continue
-            if protocol.write_buffer_size() > limit and not self._over_limit(ws):
+            if ws.pending_bytes > limit and not self._over_limit(ws):
                 continue
-            frame_format = protocol.frame_format
-            if frame_format is None:
-                sent_bytes += self._send_alone(protocol, message)
+            frame_format = ws.frame_format
+            if frame_format is None:  # it builds its own frame (and writes it)
+                sent_bytes += ws.send_nowait(message)
+                self._encoded += 1
                 reached += 1
                 continue
             frame = frames.get(frame_format)
             if frame is None:
                 frame = frames[frame_format] = encode_frame_as(message, frame_format)
                 self._encoded += 1
-            if protocol.queue_frame(frame):
-                dirty.append(protocol)
+            if ws.queue_frame(frame):
+                dirty.append(ws)
             sent_bytes += len(frame)
             reached += 1
         if dirty and self._flush_handle is None:
-            self._flush_handle = dirty[0].loop.call_soon(self._flush)
+            self._flush_soon()
         self._sent += reached
         self._bytes += sent_bytes
         return reached
 
-    def _send_alone(self, protocol: Protocol, message: Message) -> int:
-        """Send ``message`` to a connection that compresses with its own context (or a
-        client's, which masks); return the frame bytes, as the stats count them."""
-        if protocol.client:
-            protocol.send_data(message)
-            size = len(message.encode() if isinstance(message, str) else message)
-            return size + len(frame_header(size, 0)) + 4  # the mask key
-        # Encoded now, in the order it is queued: the compression context needs both.
-        frame = protocol.encode_data(message, True)
-        self._encoded += 1
-        if protocol.queue_frame(frame):
-            self._dirty.append(protocol)
-        return len(frame)
-
-    def _send_one(self, ws: WebSocket, message: Message) -> int:
+    def _send_one(self, ws: Member, message: Message) -> int:
         """Queue ``message`` for ``ws`` alone (a replay); return the frame bytes."""
-        protocol = ws.protocol
-        frame_format = protocol.frame_format
+        frame_format = ws.frame_format
+        self._encoded += 1
         if frame_format is None:
-            size = self._send_alone(protocol, message)
+            size = ws.send_nowait(message)
         else:
             frame = encode_frame_as(message, frame_format)
-            self._encoded += 1
-            if protocol.queue_frame(frame):
-                self._dirty.append(protocol)
+            if ws.queue_frame(frame):
+                self._dirty.append(ws)
             size = len(frame)
         if self._dirty and self._flush_handle is None:
-            self._flush_handle = protocol.loop.call_soon(self._flush)
+            self._flush_soon()
         self._sent += 1
         self._bytes += size
         return size
 
     def _held(
         self,
-        ws: WebSocket,
+        ws: Member,
         group: str | None,
         message: Message,
         offset: int | None,
@@ -395,7 +388,7 @@ class Hub:
             if len(state.held) >= HOLD_LIMIT:
                 log.info("conn %d: resume backlog over %d messages, closing", ws.id, HOLD_LIMIT)
                 self._closed_slow += 1
-                ws.protocol.close(self.slow_close_code, "resume backlog")
+                ws.close_nowait(self.slow_close_code, "resume backlog")
                 return True
             state.held.append((offset, epoch, message))
             return True
@@ -410,7 +403,7 @@ class Hub:
         self,
         message: Message,
         group: str | None = None,
-        exclude: WebSocket | Iterable[WebSocket] | None = None,
+        exclude: Member | Iterable[Member] | None = None,
     ) -> int:
         """Like :meth:`broadcast`, but with the ``wait`` policy wait for slow members first.
 
@@ -432,17 +425,16 @@ class Hub:
         """
         members = self.members(group)
         for ws in members:
-            protocol = ws.protocol
-            while protocol.state is State.OPEN and protocol.write_buffer_size() > self.buffer_limit:
-                protocol.flush()  # hand queued frames to the transport, which may pause
-                if not protocol.write_paused:
+            while ws.state is State.OPEN and ws.pending_bytes > self.buffer_limit:
+                ws.flush()  # hand queued frames to the transport, which may pause
+                if not ws.write_paused:
                     break
                 try:
-                    await protocol.drain()
+                    await ws.drain()
                 except ConnectionClosed:
                     break
 
-    def _over_limit(self, ws: WebSocket) -> bool:
+    def _over_limit(self, ws: Member) -> bool:
         """Apply the policy to a member over its limit; return True to send anyway."""
         if self.policy == "wait":
             return True
@@ -460,18 +452,27 @@ class Hub:
             self.slow_close_code,
         )
         self._closed_slow += 1
-        ws.protocol.close(self.slow_close_code, "slow consumer")
+        ws.close_nowait(self.slow_close_code, "slow consumer")
         return False
 
-    def dropped(self, ws: WebSocket) -> int:
+    def dropped(self, ws: Member) -> int:
         """Return how many messages the ``drop`` policy skipped for ``ws``."""
         return self._dropping.get(ws, 0)
+
+    def _flush_soon(self) -> None:
+        """Flush the members given frames, each once, at the end of this loop turn."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a broadcast from outside the loop: nothing to wait for
+            self._flush()
+            return
+        self._flush_handle = loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
         dirty, self._dirty = self._dirty, []
-        for protocol in dirty:
-            protocol.flush()
+        for ws in dirty:
+            ws.flush()
 
     # ---------------------------------------------------------------------- history
 
@@ -508,7 +509,7 @@ class Hub:
         """Return the history kept for ``group``, or ``None``."""
         return self._histories.get(group)
 
-    async def resume(self, ws: WebSocket, group: str, offset: int, epoch: str | None = None) -> int:
+    async def resume(self, ws: Member, group: str, offset: int, epoch: str | None = None) -> int:
         """Join ``ws`` to ``group`` and send it the messages after ``offset``, then live ones.
 
         Use it instead of :meth:`join` for a client that reconnects with the last offset
@@ -529,7 +530,7 @@ class Hub:
         history = self._histories.get(group)
         if history is None:
             raise LookupError(f"group {group!r} keeps no history")
-        if ws.protocol.state is not State.OPEN:
+        if ws.state is not State.OPEN:
             return 0
         state = self._resuming.setdefault(ws, {})[group] = _Resume()
         try:
@@ -545,12 +546,12 @@ class Hub:
         return len(missed)
 
     def _release(
-        self, ws: WebSocket, group: str, state: _Resume, epoch: str | None, through: int
+        self, ws: Member, group: str, state: _Resume, epoch: str | None, through: int
     ) -> None:
         """Send what was held for ``ws`` during its resume but what its replay had."""
         held, state.held = state.held or [], None
         state.epoch, state.through = epoch, through
-        if ws.protocol.state is State.OPEN:
+        if ws.state is State.OPEN:
             for offset, message_epoch, message in held:
                 if offset is not None and message_epoch == epoch and offset <= through:
                     continue
@@ -605,7 +606,7 @@ class Hub:
                 self.backend.start(self.name, _Link(self))
             )
 
-    def _member_id(self, ws: WebSocket) -> str:
+    def _member_id(self, ws: Member) -> str:
         return f"{self.backend.node}/{ws.id}"
 
     async def presence(self, group: str) -> list[str]:
@@ -642,12 +643,12 @@ class Hub:
         )
 
 
-def _as_set(exclude: WebSocket | Iterable[WebSocket] | None) -> set[WebSocket] | tuple[()]:
+def _as_set(exclude: Member | Iterable[Member] | None) -> set[Member] | tuple[()]:
     if exclude is None:
         return ()
-    if isinstance(exclude, WebSocket):
-        return {exclude}
-    return set(exclude)
+    if isinstance(exclude, Iterable):  # a member is not iterable (a WebSocket is async-iterable)
+        return set(exclude)
+    return {exclude}
 
 
 class _Resume:
@@ -679,7 +680,7 @@ class _Link:
         epoch: str | None = None,
     ) -> None:
         hub = self.hub
-        skip: set[WebSocket] | tuple[()] = ()
+        skip: set[Member] | tuple[()] = ()
         if offset is not None and group is not None:
             history = hub._histories.get(group)
             if history is not None:
@@ -713,7 +714,7 @@ class _Link:
             offset, epoch = history.last, history.epoch
         hub._deliver(message, group, self._excluded(seq), offset, epoch)
 
-    def _excluded(self, seq: int) -> set[WebSocket] | tuple[()]:
+    def _excluded(self, seq: int) -> set[Member] | tuple[()]:
         excluded = self.hub._excluded
         while excluded:  # numbers come back in order: older ones will not come back
             first = next(iter(excluded))

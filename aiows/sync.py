@@ -209,7 +209,7 @@ class SyncWebSocket:
         ws = getattr(self, "_ws", None)
         if ws is not None and ws.state is not State.CLOSED:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
-                self._runner.loop.call_soon_threadsafe(ws.protocol.abort)
+                self._runner.loop.call_soon_threadsafe(ws.abort)
 
 
 def create_connection(url: str, timeout: float | None = None, **options: Any) -> SyncWebSocket:
