@@ -324,10 +324,11 @@ class Hub:
         dirty = self._dirty
         resuming = self._resuming if group is not None else None
         reached = sent_bytes = 0
+        open_ = State.OPEN
         for ws in tuple(members):
             if ws in skip:
                 continue
-            if ws.state is not State.OPEN:
+            if ws.state is not open_:
                 continue
             if resuming and ws in resuming and self._held(ws, group, message, offset, epoch):
                 continue
