@@ -17,8 +17,6 @@ and groups for many connections at once::
     aiows.run(main())
 """
 
-__version__ = "0.1.0"
-
 from .backends import Backend, BackendError
 from .client import connect
 from .config import Config
@@ -47,6 +45,7 @@ from .message import Message
 from .protocol import State
 from .resume import Resumer
 from .server import Handler, ProcessRequest, Server, serve
+from .version import __version__
 
 __all__ = [
     "AiowsError",

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import get_args, get_type_hints
 
-from . import __version__, backends
+from . import backends
 from .apps import BUILTIN, App, load
 from .config import Config
 from .connection import WebSocket
@@ -28,6 +28,7 @@ from .hub import Hub
 from .loop import run
 from .metrics import log_every, metrics_hook
 from .server import ProcessRequest, Server, serve
+from .version import __version__
 
 __all__ = ["main"]
 

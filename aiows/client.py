@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from . import __version__
 from .config import Config
 from .connection import WebSocket
 from .exceptions import (
@@ -58,6 +57,7 @@ from .heartbeat import Heartbeat
 from .http import Headers, check_header, check_token
 from .protocol import Protocol
 from .proxy import connect_error, open_tunnel, proxy_for
+from .version import __version__
 
 __all__ = ["WebSocketURI", "connect", "parse_uri"]
 

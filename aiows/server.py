@@ -19,13 +19,14 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, S
 from types import TracebackType
 from typing import Any
 
-from . import __version__, handshake
+from . import handshake
 from .config import Config
 from .connection import WebSocket
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .heartbeat import Heartbeat
 from .http import Request, Response, check_header, check_token, error_response, for_request
 from .protocol import Protocol, State
+from .version import __version__
 
 __all__ = ["Handler", "ProcessRequest", "Server", "serve"]
 

@@ -48,7 +48,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from . import __version__
 from .config import Config
 from .connection import WebSocket
 from .exceptions import ConnectionClosed, InvalidMessage, OpenTimeout
@@ -56,6 +55,7 @@ from .heartbeat import Heartbeat
 from .http import Headers
 from .protocol import Protocol
 from .server import Handler, ProcessRequest, Server
+from .version import __version__
 
 __all__ = ["MemoryServer", "MemoryTransport", "connect", "serve"]
 

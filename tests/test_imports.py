@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "aiows.exceptions",
             "aiows.config",
             "aiows.loop",
-            "aiows.__version__",  # see _resolve: the constant, not the package
+            "aiows.version",
         },
     ),
     ("http", {"aiows.http"}),
@@ -96,10 +96,6 @@ def _resolve(importer: str, node: ast.ImportFrom) -> Iterator[str]:
     for alias in node.names:
         if f"{target}.{alias.name}" in MODULES:
             yield f"{target}.{alias.name}"
-        elif target == "aiows" and alias.name == "__version__":
-            # aiows/__init__.py sets __version__ before it imports anything, so reading
-            # it is reading a leaf, not the package that imports every module.
-            yield "aiows.__version__"
         else:
             yield target
 
