@@ -211,7 +211,7 @@ async def test_subprotocol_headers_origin_and_path() -> None:
 async def test_compression_is_offered_and_works(compression: bool) -> None:
     async def tell(ws: aiows.WebSocket) -> None:
         assert ws.request is not None
-        await ws.send(ws.request.headers.get("Sec-WebSocket-Extensions") or "")
+        await ws.send(ws.request.headers.get("Sec-WebSocket-Extensions", ""))
         await echo(ws)
 
     async with running(tell) as server:

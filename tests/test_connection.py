@@ -252,9 +252,7 @@ async def test_decompression_bomb_is_refused_with_1009() -> None:
 
 async def test_compression_is_negotiated_and_can_be_turned_off() -> None:
     async with running(echo) as server, websockets.connect(url(server)) as client:
-        assert "permessage-deflate" in (
-            client.response.headers.get("Sec-WebSocket-Extensions") or ""
-        )
+        assert "permessage-deflate" in client.response.headers.get("Sec-WebSocket-Extensions", "")
         await client.send("a" * 10000)
         assert await client.recv() == "a" * 10000
     async with running(echo, compression=False) as server:

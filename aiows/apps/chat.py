@@ -92,11 +92,11 @@ class Chat:
             return origin in self._origins
         if origin is None:
             return True  # not a browser: no cross-site risk
-        host = (request.headers.get("Host") or "").lower()
+        host = request.headers.get("Host", "").lower()
         return urlsplit(origin).netloc.lower() == host
 
     def _host_allowed(self, request: Request) -> bool:
-        host = _host_name(request.headers.get("Host") or "")
+        host = _host_name(request.headers.get("Host", ""))
         if host in self._allowed_hosts or _is_loopback_name(host):
             return True
         return not _over_loopback(request.remote_address)
