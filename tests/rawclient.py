@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from conftest import TIMEOUT
 
+import aiows
+
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 
 
@@ -169,3 +171,17 @@ class RawClient:
 
     def close(self) -> None:
         self.writer.close()
+
+
+async def deaf_client(server: aiows.Server) -> RawClient:
+    """Return a raw client that reads nothing (until ``transport.resume_reading()``)."""
+    raw = await RawClient.open(server.port, rcvbuf=4096)
+    raw.writer.transport.pause_reading()  # its StreamReader would read 4 MiB otherwise
+    return raw
+
+
+def shrink_send_buffer(ws: aiows.WebSocket) -> None:
+    """Make the server's kernel buffer for ``ws`` small, so its writes back up soon."""
+    assert ws.protocol.transport is not None
+    sock = ws.protocol.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 import websockets
 from conftest import TIMEOUT, running, url
 from hubtools import wait_for
-from rawclient import RawClient, frame
+from rawclient import RawClient, deaf_client, frame, shrink_send_buffer
 
 import aiows
 from aiows.heartbeat import Heartbeat
@@ -131,20 +130,6 @@ async def test_latency_is_measured_and_reaches_hub_stats() -> None:
 
 
 # ------------------------------------------------- peers that do not read, or trickle
-
-
-async def deaf_client(server: aiows.Server) -> RawClient:
-    """Return a raw client that reads nothing until ``transport.resume_reading()``."""
-    raw = await RawClient.open(server.port, rcvbuf=4096)
-    raw.writer.transport.pause_reading()  # its StreamReader would read 4 MiB otherwise
-    return raw
-
-
-def shrink_send_buffer(ws: aiows.WebSocket) -> None:
-    """Make the server's kernel buffer for ``ws`` small, so its writes back up soon."""
-    assert ws.protocol.transport is not None
-    sock = ws.protocol.transport.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
 
 
 async def keep_sending(raw: RawClient, opcode: int, every: float) -> None:

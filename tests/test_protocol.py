@@ -16,7 +16,7 @@ import websockets
 from conftest import TIMEOUT, echo, running, url
 from hubtools import wait_for
 from memory import Wire, server_pair
-from rawclient import RawClient, frame, handshake
+from rawclient import RawClient, deaf_client, frame, handshake, shrink_send_buffer
 
 import aiows
 from aiows.protocol import TRANSITIONS, Protocol, State
@@ -29,20 +29,6 @@ async def assert_others_served(server: aiows.Server) -> None:
     async with websockets.connect(url(server), ping_interval=None) as client:
         await client.send("still serving")
         assert await asyncio.wait_for(client.recv(), TIMEOUT) == "still serving"
-
-
-async def deaf_client(server: aiows.Server) -> RawClient:
-    """Return a raw client that reads nothing (until ``transport.resume_reading()``)."""
-    raw = await RawClient.open(server.port, rcvbuf=4096)
-    raw.writer.transport.pause_reading()  # its StreamReader would read 4 MiB otherwise
-    return raw
-
-
-def shrink_send_buffer(ws: aiows.WebSocket) -> None:
-    """Make the server's kernel buffer for ``ws`` small, so its writes back up soon."""
-    assert ws.protocol.transport is not None
-    sock = ws.protocol.transport.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
 
 
 async def test_ping_flood_from_a_peer_that_never_reads_stays_bounded() -> None:
