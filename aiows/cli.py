@@ -158,22 +158,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve GET /metrics over plain HTTP on this port of --host; with --workers N, "
         "worker i on PORT+i-1, so that each is scraped alone (0: any free port)",
     )
-    server.add_argument(
+    _worker_flags(server)
+    _run_flags(server, log_level="info")
+    _config_flags(server, server=True)
+    _connect_parser(commands)
+    return parser
+
+
+def _run_flags(parser: argparse.ArgumentParser, *, log_level: str) -> None:
+    """Add ``--loop`` and ``--log-level`` (whose default is ``log_level``)."""
+    parser.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
         default="auto",
         help="event loop (default: uvloop when installed)",
     )
-    _worker_flags(server)
-    server.add_argument(
+    parser.add_argument(
         "--log-level",
-        default="info",
+        default=log_level,
         choices=("debug", "info", "warning", "error"),
         help="(default %(default)s)",
     )
-    _config_flags(server, server=True)
-    _connect_parser(commands)
-    return parser
 
 
 def _worker_flags(server: argparse.ArgumentParser) -> None:
@@ -332,18 +337,7 @@ def _connect_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     client.add_argument(
         "--insecure", action="store_true", help="wss://: do not verify the TLS certificate"
     )
-    client.add_argument(
-        "--loop",
-        choices=("auto", "asyncio", "uvloop"),
-        default="auto",
-        help="event loop (default: uvloop when installed)",
-    )
-    client.add_argument(
-        "--log-level",
-        default="warning",
-        choices=("debug", "info", "warning", "error"),
-        help="(default %(default)s)",
-    )
+    _run_flags(client, log_level="warning")
     _config_flags(client, server=False)
 
 
