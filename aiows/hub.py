@@ -34,7 +34,6 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from . import backends
@@ -45,7 +44,9 @@ from .history import Envelope, History
 from .hubstats import HubStats, percentile
 from .member import Member
 from .message import Message
+from .presence import Listeners, Presence
 from .protocol import State
+from .replay import Link, Resumes
 
 __all__ = ["Hub", "Policy", "Presence"]
 
@@ -55,21 +56,9 @@ log = logging.getLogger(__name__)
 Policy = Literal["close", "drop", "wait"]
 _POLICIES = ("close", "drop", "wait")
 _names = itertools.count(1)
-#: Live messages held for one member while its resume waits for the history (then 1013).
-HOLD_LIMIT = 10_000
 _hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
 #: A member's own type, which :meth:`Hub.joined` gives back.
 M = TypeVar("M", bound=Member)
-
-
-@dataclass(frozen=True, slots=True)
-class Presence:
-    """A connection joined or left a group; ``count`` is the group's size afterwards."""
-
-    kind: Literal["join", "leave"]
-    group: str
-    ws: Member
-    count: int
 
 
 class Hub:
@@ -116,7 +105,7 @@ class Hub:
         self._everyone: dict[Member, set[str]] = {}
         self._groups: dict[str, dict[Member, None]] = {}
         self._histories: dict[str, History] = {}
-        self._listeners: list[Callable[[Presence], None]] = []
+        self._listeners = Listeners()
         self._dropping: dict[Member, int] = {}
         self._dirty: list[Member] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -131,7 +120,8 @@ class Hub:
         self._starting: asyncio.Task[None] | None = None
         self._seqs = itertools.count(1)
         self._excluded: dict[int, set[Member] | tuple[()]] = {}
-        self._resuming: dict[Member, dict[str, _Resume]] = {}
+        self._resumes = Resumes()
+        self._resuming = self._resumes.resuming  # read per member by _deliver
         self._local: set[str] = set()  # groups whose offsets this process gives out alone
         _hubs.add(self)
 
@@ -162,7 +152,7 @@ class Hub:
             if self._shared:
                 self._ensure_started()
                 self.backend.joined(group, self._member_id(ws))
-            self._emit("join", group, ws, len(members))
+            self._listeners.emit("join", group, ws, len(members))
 
     def leave(self, ws: Member, *groups: str) -> None:
         """Remove ``ws`` from ``groups`` (it stays in the hub for broadcasts to everyone)."""
@@ -194,7 +184,7 @@ class Hub:
             resuming.pop(group, None)
         if self._shared:
             self.backend.left(group, self._member_id(ws))
-        self._emit("leave", group, ws, len(members))
+        self._listeners.emit("leave", group, ws, len(members))
 
     @asynccontextmanager
     async def joined(self, ws: M, *groups: str) -> AsyncIterator[M]:
@@ -243,23 +233,7 @@ class Hub:
         Listeners run synchronously, in the order they subscribed; one that raises is
         logged and the others still run.
         """
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
-
-    def _emit(self, kind: Literal["join", "leave"], group: str, ws: Member, n: int) -> None:
-        if not self._listeners:
-            return
-        event = Presence(kind, group, ws, n)
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("conn %d: presence listener failed", ws.id)
+        return self._listeners.subscribe(listener)
 
     # -------------------------------------------------------------------- broadcast
 
@@ -330,7 +304,11 @@ class Hub:
                 continue
             if ws.state is not open_:
                 continue
-            if resuming and ws in resuming and self._held(ws, group, message, offset, epoch):
+            if (
+                resuming
+                and ws in resuming
+                and self._resumes.held(ws, group, message, offset, epoch, self.slow_close_code)
+            ):
                 continue
             if ws.pending_bytes > limit and not self._over_limit(ws):
                 continue
@@ -370,35 +348,6 @@ class Hub:
         self._sent += 1
         self._bytes += size
         return size
-
-    def _held(
-        self,
-        ws: Member,
-        group: str | None,
-        message: Message,
-        offset: int | None,
-        epoch: str | None,
-    ) -> bool:
-        """Hold a live message for a member whose resume is under way, or skip one its
-        replay already had; return True when it must not be sent now."""
-        assert group is not None
-        state = self._resuming[ws].get(group)
-        if state is None:
-            return False
-        if state.held is not None:
-            if len(state.held) >= HOLD_LIMIT:
-                log.info("conn %d: resume backlog over %d messages, closing", ws.id, HOLD_LIMIT)
-                self._closed_slow += 1
-                ws.close_nowait(self.slow_close_code, "resume backlog")
-                return True
-            state.held.append((offset, epoch, message))
-            return True
-        if offset is not None and epoch == state.epoch and offset <= state.through:
-            return True  # the replay had it (it was in the history loaded from the backend)
-        del self._resuming[ws][group]  # from now on offsets only grow: nothing to check
-        if not self._resuming[ws]:
-            del self._resuming[ws]
-        return False
 
     async def publish(
         self,
@@ -533,36 +482,18 @@ class Hub:
             raise LookupError(f"group {group!r} keeps no history")
         if ws.state is not State.OPEN:
             return 0
-        state = self._resuming.setdefault(ws, {})[group] = _Resume()
+        state = self._resumes.begin(ws, group)
         try:
             self.join(ws, group)
             await history
             missed = history.since(offset, epoch)
         except BaseException:
-            self._release(ws, group, state, None, 0)
+            self._resumes.release(ws, group, state, None, 0, self._send_one)
             raise
         for message in missed:
             self._send_one(ws, message)
-        self._release(ws, group, state, history.epoch, history.last)
+        self._resumes.release(ws, group, state, history.epoch, history.last, self._send_one)
         return len(missed)
-
-    def _release(
-        self, ws: Member, group: str, state: _Resume, epoch: str | None, through: int
-    ) -> None:
-        """Send what was held for ``ws`` during its resume but what its replay had."""
-        held, state.held = state.held or [], None
-        state.epoch, state.through = epoch, through
-        if ws.state is State.OPEN:
-            for offset, message_epoch, message in held:
-                if offset is not None and message_epoch == epoch and offset <= through:
-                    continue
-                self._send_one(ws, message)
-        if epoch is None:  # nothing replayed: nothing to skip later either
-            resuming = self._resuming.get(ws)
-            if resuming is not None and resuming.get(group) is state:
-                del resuming[group]
-                if not resuming:
-                    del self._resuming[ws]
 
     # ---------------------------------------------------------------------- backend
 
@@ -575,7 +506,7 @@ class Hub:
         """
         if self._starting is None:
             self._starting = asyncio.get_running_loop().create_task(
-                self.backend.start(self.name, _Link(self))
+                self.backend.start(self.name, self._link())
             )
         await asyncio.shield(self._starting)
 
@@ -588,7 +519,7 @@ class Hub:
         if self._starting is not None:
             await asyncio.shield(self._starting)
         await self.backend.close()
-        _Link(self).unavailable()  # nobody waits for a load that will not come
+        self._link().unavailable()  # nobody waits for a load that will not come
 
     async def __aenter__(self) -> Hub:
         await self.start()
@@ -604,11 +535,25 @@ class Hub:
             except RuntimeError:
                 return  # no loop yet: the first join or broadcast on one starts it
             self._starting = asyncio.get_running_loop().create_task(
-                self.backend.start(self.name, _Link(self))
+                self.backend.start(self.name, self._link())
             )
+
+    def _link(self) -> Link:
+        """The receiver the backend calls back: it shares this hub's history state."""
+        return Link(
+            self.name,
+            self._histories,
+            self._local,
+            self._excluded,
+            self._deliver,
+            self._local_presence,
+        )
 
     def _member_id(self, ws: Member) -> str:
         return f"{self.backend.node}/{ws.id}"
+
+    def _local_presence(self) -> dict[str, list[str]]:
+        return {g: [self._member_id(ws) for ws in m] for g, m in self._groups.items()}
 
     async def presence(self, group: str) -> list[str]:
         """Return the ids (``node/connection id``) of ``group``'s members in every process.
@@ -637,7 +582,7 @@ class Hub:
             bytes_sent=self._bytes,
             frames_encoded=self._encoded,
             messages_dropped=self._dropped,
-            closed_slow=self._closed_slow,
+            closed_slow=self._closed_slow + self._resumes.closed,
             latency_p50=percentile(latencies, 0.5),
             latency_p90=percentile(latencies, 0.9),
             latency_p99=percentile(latencies, 0.99),
@@ -650,96 +595,3 @@ def _as_set(exclude: Member | Iterable[Member] | None) -> set[Member] | tuple[()
     if isinstance(exclude, Iterable):  # a member is not iterable (a WebSocket is async-iterable)
         return set(exclude)
     return {exclude}
-
-
-class _Resume:
-    """A member's resume in one group: live messages held until its replay is sent,
-    then the replay's end, to skip what it already had."""
-
-    __slots__ = ("epoch", "held", "through")
-
-    def __init__(self) -> None:
-        self.held: list[tuple[int | None, str | None, Message]] | None = []
-        self.epoch: str | None = None
-        self.through = 0
-
-
-class _Link:
-    """The hub as its backend sees it (:class:`~aiows.backends.Receiver`)."""
-
-    __slots__ = ("hub",)
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    def deliver(
-        self,
-        group: str | None,
-        message: Message,
-        offset: int | None,
-        seq: int | None,
-        epoch: str | None = None,
-    ) -> None:
-        hub = self.hub
-        skip: set[Member] | tuple[()] = ()
-        if offset is not None and group is not None:
-            history = hub._histories.get(group)
-            if history is not None:
-                recorded = history.record(offset, message, epoch)
-                # Already kept (loaded with the history before it came by): the members
-                # here have not had it yet, so it is delivered all the same.
-                message = recorded if recorded is not None else history.wrap(offset, message)
-                epoch = history.epoch
-                hub._local.discard(group)
-            if seq is not None:
-                skip = self._excluded(seq)
-        hub._deliver(message, group, skip, offset, epoch)
-
-    def deliver_local(self, group: str, message: Message, seq: int) -> None:
-        hub = self.hub
-        history = hub._histories.get(group)
-        offset = epoch = None
-        if history is not None:
-            if group not in hub._local:
-                # Other processes may give out the same offsets meanwhile: a new epoch
-                # of this process alone keeps each offset naming one message.
-                history.restart()
-                hub._local.add(group)
-                log.warning(
-                    "hub %s: group %s gets offsets from this process alone (epoch %s)",
-                    hub.name,
-                    group,
-                    history.epoch,
-                )
-            message = history.append(message)
-            offset, epoch = history.last, history.epoch
-        hub._deliver(message, group, self._excluded(seq), offset, epoch)
-
-    def _excluded(self, seq: int) -> set[Member] | tuple[()]:
-        excluded = self.hub._excluded
-        while excluded:  # numbers come back in order: older ones will not come back
-            first = next(iter(excluded))
-            if first >= seq:
-                break
-            del excluded[first]
-        return excluded.pop(seq, ())
-
-    def restore(
-        self, group: str, epoch: str, last: int, entries: list[tuple[int, Message]]
-    ) -> None:
-        hub = self.hub
-        history = hub._histories.get(group)
-        if history is None:
-            return
-        history.reset(epoch, last, entries)
-        hub._local.discard(group)
-        history._set_loaded()
-
-    def unavailable(self) -> None:
-        for history in self.hub._histories.values():
-            if not history.loaded:
-                history._set_loaded()
-
-    def local_presence(self) -> dict[str, list[str]]:
-        hub = self.hub
-        return {g: [hub._member_id(ws) for ws in m] for g, m in hub._groups.items()}

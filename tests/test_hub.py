@@ -652,7 +652,7 @@ async def test_resume_with_presence_announcements_replays_first_and_each_once() 
 async def test_live_messages_held_for_a_resume_are_bounded(monkeypatch: Any) -> None:
     """While a resume waits for the history, live messages wait for the member: past
     HOLD_LIMIT of them it is closed as a slow consumer (1013), counted, never unbounded."""
-    monkeypatch.setattr(aiows.hub, "HOLD_LIMIT", 3)
+    monkeypatch.setattr(aiows.replay, "HOLD_LIMIT", 3)
     hub = aiows.Hub()
     history = hub.keep_history("g")
     history._set_loading()  # as a history that a backend is still loading
