@@ -37,11 +37,10 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from .config import Config
-from .connection import WebSocket
+from .connection import OpensWebSocket, WebSocket
 from .exceptions import (
     AiowsError,
     ConnectError,
@@ -166,7 +165,7 @@ def _transient_status(status: int) -> bool:
     return status >= 500 or status in _TRANSIENT_4XX
 
 
-class connect:  # used like a function, as in websockets and asyncio
+class connect(OpensWebSocket):  # used like a function, as in websockets and asyncio
     """Open a WebSocket connection to ``uri`` on the running loop.
 
     Use it three ways::
@@ -256,26 +255,11 @@ class connect:  # used like a function, as in websockets and asyncio
         self._proxy = proxy
         self._max_redirects = max_redirects
         self._backoff = (backoff_min, backoff_max, backoff_factor)
-        self._ws: WebSocket | None = None
 
     # ---------------------------------------------------------------- one connection
 
     def __await__(self) -> Generator[Any, None, WebSocket]:
         return self._connect().__await__()
-
-    async def __aenter__(self) -> WebSocket:
-        self._ws = await self._connect()
-        return self._ws
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            await ws.close()
 
     async def _connect(self) -> WebSocket:
         """Open one connection, following up to ``max_redirects`` redirects."""

@@ -324,3 +324,23 @@ class WebSocket:
         Callbacks run in the order they were given, from the event loop.
         """
         self._protocol.on_closed(callback)
+
+
+class OpensWebSocket:
+    """The ``async with`` part of a ``connect``: the block gets the :class:`WebSocket`
+    that ``_connect()`` opens, and that connection is closed when the block ends,
+    however it ends."""
+
+    _ws: WebSocket | None = None
+
+    async def _connect(self) -> WebSocket:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> WebSocket:
+        self._ws = await self._connect()
+        return self._ws
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await ws.close()

@@ -16,7 +16,6 @@ import socket
 import ssl as ssl_module
 import stat
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 from . import handshake
@@ -299,12 +298,7 @@ class Server:
     async def __aenter__(self) -> Server:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self.close()
         await self.wait_closed()
 
@@ -401,12 +395,6 @@ class serve:  # used like a function, as in websockets and asyncio
     async def __aenter__(self) -> Server:
         return await self._start()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+        await self._server.__aexit__(*exc_info)

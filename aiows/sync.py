@@ -26,7 +26,6 @@ import ssl as ssl_module
 import sys
 import threading
 from collections.abc import Coroutine, Iterator, Mapping
-from types import TracebackType
 from typing import Any, TypeVar
 
 from .client import connect
@@ -192,12 +191,7 @@ class SyncWebSocket:
     def __enter__(self) -> SyncWebSocket:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -45,11 +45,10 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 from .config import Config
-from .connection import WebSocket
+from .connection import OpensWebSocket, WebSocket
 from .exceptions import ConnectionClosed, InvalidMessage, OpenTimeout
 from .heartbeat import Heartbeat
 from .http import Headers
@@ -354,7 +353,7 @@ class MemoryServer:
             raise error
 
 
-class _Connection:
+class _Connection(OpensWebSocket):
     """The client side of :meth:`MemoryServer.connect`: an async context manager."""
 
     def __init__(
@@ -368,21 +367,9 @@ class _Connection:
     ) -> None:
         self._server = server
         self._request = (path, headers, subprotocols, host, config)
-        self._ws: WebSocket | None = None
 
-    async def __aenter__(self) -> WebSocket:
-        self._ws = await self._server._open(*self._request)
-        return self._ws
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            await ws.close()
+    async def _connect(self) -> WebSocket:
+        return await self._server._open(*self._request)
 
 
 class serve:  # used like a function, as aiows.serve is
@@ -426,12 +413,7 @@ class serve:  # used like a function, as aiows.serve is
         self._server = MemoryServer(self._handler, self._config, **self._options)
         return self._server
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         server, self._server = self._server, None
         if server is None:
             return
@@ -504,17 +486,12 @@ class connect:  # used like a function, as aiows.connect is
             await self._serve.__aexit__(type(exc), exc, exc.__traceback__)
             raise
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         try:
             if self._client is not None:
-                await self._client.__aexit__(exc_type, exc, tb)
+                await self._client.__aexit__(exc_type, *exc_info)
         finally:
-            await self._serve.__aexit__(exc_type, exc, tb)
+            await self._serve.__aexit__(exc_type, *exc_info)
 
 
 def _header_pairs(headers: HeadersLike | None) -> list[tuple[str, str]]:
