@@ -480,20 +480,9 @@ class Hub:
         history = self._histories.get(group)
         if history is None:
             raise LookupError(f"group {group!r} keeps no history")
-        if ws.state is not State.OPEN:
-            return 0
-        state = self._resumes.begin(ws, group)
-        try:
-            self.join(ws, group)
-            await history
-            missed = history.since(offset, epoch)
-        except BaseException:
-            self._resumes.release(ws, group, state, None, 0, self._send_one)
-            raise
-        for message in missed:
-            self._send_one(ws, message)
-        self._resumes.release(ws, group, state, history.epoch, history.last, self._send_one)
-        return len(missed)
+        return await self._resumes.resume(
+            ws, group, history, offset, epoch, join=self.join, send=self._send_one
+        )
 
     # ---------------------------------------------------------------------- backend
 

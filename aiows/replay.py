@@ -56,10 +56,34 @@ class Resumes:
         self.resuming: dict[Member, dict[str, Resume]] = {}
         self.closed = 0
 
-    def begin(self, ws: Member, group: str) -> Resume:
-        """Start holding the live messages of ``group`` for ``ws``."""
+    async def resume(
+        self,
+        ws: Member,
+        group: str,
+        history: History,
+        offset: int,
+        epoch: str | None,
+        *,
+        join: Callable[[Member, str], None],
+        send: Callable[[Member, Message], int],
+    ) -> int:
+        """Join ``ws`` to ``group`` (with ``join``), send it (with ``send``) what
+        ``history`` has after ``offset``, then the live messages held meanwhile; return
+        how many were replayed (see :meth:`aiows.Hub.resume`)."""
+        if ws.state is not State.OPEN:
+            return 0
         state = self.resuming.setdefault(ws, {})[group] = Resume()
-        return state
+        try:
+            join(ws, group)
+            await history
+            missed = history.since(offset, epoch)
+        except BaseException:
+            self.release(ws, group, state, None, 0, send)
+            raise
+        for message in missed:
+            send(ws, message)
+        self.release(ws, group, state, history.epoch, history.last, send)
+        return len(missed)
 
     def held(
         self,
