@@ -247,7 +247,7 @@ class connect(OpensWebSocket):  # used like a function, as in websockets and asy
         # Checked here, where the caller can see the mistake: a CR or LF in a header
         # would end the line and let the rest forge headers of its own (injection).
         self._subprotocols = [check_token(p, "subprotocol") for p in subprotocols or ()]
-        self._headers = [check_header(k, v) for k, v in _header_pairs(additional_headers)]
+        self._headers = [check_header(k, v) for k, v in header_pairs(additional_headers)]
         if origin is not None:
             self._headers.append(check_header("Origin", origin))
         if user_agent_header is not None:
@@ -437,7 +437,8 @@ def _opening_error(exc: Exception, uri: WebSocketURI) -> Exception:
     return exc
 
 
-def _header_pairs(headers: HeadersLike | None) -> list[tuple[str, str]]:
+def header_pairs(headers: HeadersLike | None) -> list[tuple[str, str]]:
+    """Return ``headers`` (a mapping, :class:`Headers` or pairs) as a list of pairs."""
     if headers is None:
         return []
     if isinstance(headers, Headers):

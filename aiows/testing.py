@@ -47,19 +47,16 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .client import HeadersLike, header_pairs
 from .config import Config
 from .connection import OpensWebSocket, WebSocket
 from .exceptions import ConnectionClosed, InvalidMessage, OpenTimeout
 from .heartbeat import Heartbeat
-from .http import Headers
 from .protocol import Protocol
 from .server import Handler, ProcessRequest, Server
 from .version import __version__
 
 __all__ = ["MemoryServer", "MemoryTransport", "connect", "serve"]
-
-#: Header fields as a mapping, :class:`~aiows.Headers`, or ``(name, value)`` pairs.
-HeadersLike = Mapping[str, str] | Headers | Iterable[tuple[str, str]]
 
 _ports = itertools.count(50000)
 
@@ -295,7 +292,7 @@ class MemoryServer:
         """
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', not {path!r}")
-        pairs = _header_pairs(headers)
+        pairs = header_pairs(headers)
         if origin is not None:
             pairs.append(("Origin", origin))
         pairs.append(("User-Agent", f"aiows-testing/{__version__}"))
@@ -492,13 +489,3 @@ class connect:  # used like a function, as aiows.connect is
                 await self._client.__aexit__(exc_type, *exc_info)
         finally:
             await self._serve.__aexit__(exc_type, *exc_info)
-
-
-def _header_pairs(headers: HeadersLike | None) -> list[tuple[str, str]]:
-    if headers is None:
-        return []
-    if isinstance(headers, Headers):
-        return headers.items()
-    if isinstance(headers, Mapping):
-        return [(str(k), str(v)) for k, v in headers.items()]
-    return [(str(k), str(v)) for k, v in headers]
