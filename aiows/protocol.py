@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Protocol as Interface
 from typing import cast
 
-from . import handshake
 from .adapter import (
     BytesMessage,
     CloseConnection,
@@ -37,9 +36,10 @@ from .adapter import (
     new_connection,
 )
 from .config import Config
-from .exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
+from .exceptions import ConnectionClosed
 from .frames import PLAIN, FastReader, encode_frame, encode_frame_as, encode_masked, frame_header
-from .http import HTTPError, Request, Response, error_response, parse_request
+from .http import Request, Response
+from .opening import Opening
 
 __all__ = [
     "PLAIN",
@@ -92,7 +92,6 @@ class Protocol(asyncio.Protocol):
     __slots__ = (
         "_activity",
         "_born",
-        "_buffer",
         "_callbacks",
         "_close_rcvd",
         "_close_sent",
@@ -103,12 +102,9 @@ class Protocol(asyncio.Protocol):
         "_fast_read",
         "_format",
         "_fragmenting",
-        "_handshake",
-        "_head",
         "_held_for_pongs",
         "_on_lost",
-        "_on_request",
-        "_opened",
+        "_opening",
         "_outbox",
         "_outbox_size",
         "_pings",
@@ -117,7 +113,6 @@ class Protocol(asyncio.Protocol):
         "_received",
         "_state",
         "_timer",
-        "_trailing",
         "_uncompressed",
         "_write_paused",
         "_written",
@@ -150,15 +145,11 @@ class Protocol(asyncio.Protocol):
         self.receiver: Receiver | None = None
         self.latency = 0.0
         self.subprotocol: str | None = None
-        self._on_request = on_request
+        # The handshake's bytes and waiting, until the connection opens.
+        self._opening: Opening | None = Opening(self, on_request)
         self._on_lost = on_lost
         self._callbacks: list[Callable[[], None]] | None = None
         self._conn: Connection | None = None
-        self._handshake: handshake.ClientHandshake | None = None
-        self._buffer = bytearray()
-        self._head = b""
-        self._trailing = b""
-        self._opened: asyncio.Future[None] | None = None
         self._closed: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._close_rcvd: tuple[int, str] | None = None
@@ -214,7 +205,9 @@ class Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         conn = self._conn
         if conn is None:
-            self._handshake_data(data)
+            # Refused or failed: what follows the handshake is not read.
+            if self._opening is not None and self._state is State.CONNECTING:
+                self._opening.data_received(data)
             return
         if self._failed or conn.state is ConnectionState.CLOSED:
             return
@@ -260,8 +253,8 @@ class Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._move_to(State.CLOSED)
         self._cancel_timer()
-        if self._opened is not None and not self._opened.done():
-            self._opened.set_exception(self._handshake_lost())
+        if self._opening is not None:
+            self._opening.lost()
         if self.receiver is not None:
             self.receiver._receive_ended()
         self._wake_drain_waiters()
@@ -297,47 +290,6 @@ class Protocol(asyncio.Protocol):
 
     # ------------------------------------------------------------------- the handshake
 
-    def _handshake_data(self, data: bytes) -> None:
-        if self._state is not State.CONNECTING:
-            return  # refused or failed: what follows is not read
-        if self._handshake is not None and self._handshake.refusing:
-            self._refusal_body(data)
-            return
-        buffer = self._buffer
-        start = max(0, len(buffer) - 3)
-        buffer += data
-        end = buffer.find(b"\r\n\r\n", start)
-        limit = self.config.max_header_size
-        if end < 0 or end + 4 > limit:
-            if len(buffer) > limit:
-                self._head_too_large()
-            return
-        self._head = bytes(buffer[: end + 4])
-        self._trailing = bytes(buffer[end + 4 :])
-        buffer.clear()
-        if self.client:
-            self._response_head()
-        else:
-            self._request_head()
-
-    def _head_too_large(self) -> None:
-        if self.client:
-            self._handshake_failed(InvalidMessage("response head exceeds max_header_size"))
-        else:
-            log.info("conn %d: 431 request head exceeds max_header_size", self.id)
-            self.reject(error_response(431))
-
-    def _request_head(self) -> None:
-        self.pause_reading()
-        try:
-            request = parse_request(self._head, self.remote_address)
-        except HTTPError as exc:
-            log.info("conn %d: %d %s", self.id, exc.status, exc.detail)
-            self.reject(error_response(exc.status))
-            return
-        assert self._on_request is not None
-        self._on_request(self, request)
-
     def accept(
         self, request: Request, subprotocol: str | None, headers: list[tuple[str, str]]
     ) -> None:
@@ -347,16 +299,8 @@ class Protocol(asyncio.Protocol):
         :class:`InvalidHandshake` after answering 400 or 426 when it is not a valid
         WebSocket handshake (see :func:`aiows.handshake.refusal`).
         """
-        refused = handshake.refusal(request)
-        if refused is not None:
-            status = refused.response.status
-            log.info("conn %d: %d invalid handshake: %s", self.id, status, refused.reason)
-            self.reject(refused.response)
-            raise InvalidHandshake(refused.reason)
-        answer, extensions = handshake.accept(request, subprotocol, headers, self.config)
-        self._write(answer)
-        self.subprotocol = subprotocol
-        self._open(extensions, self._trailing)
+        assert self._opening is not None
+        self._opening.accept(request, subprotocol, headers)
 
     def reject(self, response: Response) -> None:
         """Answer the handshake with a plain HTTP response and close the connection."""
@@ -365,22 +309,6 @@ class Protocol(asyncio.Protocol):
         self._enter_closing()
         self.transport.write(response.encode())
         self.transport.close()
-
-    def _open(self, extensions: list[Extension], trailing: bytes) -> None:
-        self._conn = new_connection(self.client, extensions, self.config.max_size)
-        self._head = self._trailing = b""  # the handshake's bytes are no longer needed
-        self._uncompressed = not is_compressed(extensions)
-        self._format = frame_format(self.client, extensions)
-        self._fast_read = self._uncompressed
-        self._cancel_timer()
-        self._move_to(State.OPEN)
-        if self._opened is not None and not self._opened.done():
-            self._opened.set_result(None)
-        self.resume_reading()
-        if trailing:
-            self.data_received(trailing)
-
-    # -------------------------------------------------------- the client's handshake
 
     def start_handshake(
         self,
@@ -395,51 +323,29 @@ class Protocol(asyncio.Protocol):
         :class:`InvalidMessage` for a malformed answer, or :class:`ConnectionClosed` when
         the connection ends first.
         """
-        self._handshake = handshake.ClientHandshake()
-        self._opened = self.loop.create_future()
-        self._write(self._handshake.request(host, target, subprotocols, headers, self.config))
-        return self._opened
+        assert self._opening is not None
+        return self._opening.start_handshake(self.loop, host, target, subprotocols, headers)
 
-    def _response_head(self) -> None:
-        assert self._handshake is not None
-        try:
-            answer = self._handshake.receive_head(self._head, self._trailing)
-        except InvalidMessage as exc:
-            self._handshake_failed(exc)
-            return
-        if isinstance(answer, handshake.Opened):
-            self.subprotocol = answer.subprotocol
-            self._open(answer.extensions, self._trailing)
-        elif answer is not None:
-            self._handshake_failed(answer)
-
-    def _refusal_body(self, data: bytes) -> None:
-        assert self._handshake is not None
-        refused = self._handshake.receive_body(data)
-        if refused is not None:
-            self._handshake_failed(refused)
-
-    def _handshake_failed(self, exc: Exception) -> None:
-        if self._opened is not None and not self._opened.done():
-            self._opened.set_exception(exc)
-            self._opened.exception()  # retrieved here; the caller awaits it
-        self._enter_closing()
-        if self.transport is not None:
-            self.transport.close()
-
-    def _handshake_lost(self) -> Exception:
-        refused = self._handshake.refusal() if self._handshake is not None else None
-        if refused is not None:
-            return refused
-        return ConnectionClosed.make(1006, "connection lost during the handshake")
+    def _open(self, extensions: list[Extension], trailing: bytes) -> None:
+        opening, self._opening = self._opening, None  # its bytes are no longer needed
+        self._conn = new_connection(self.client, extensions, self.config.max_size)
+        self._uncompressed = not is_compressed(extensions)
+        self._format = frame_format(self.client, extensions)
+        self._fast_read = self._uncompressed
+        self._cancel_timer()
+        self._move_to(State.OPEN)
+        if opening is not None and opening.opened is not None and not opening.opened.done():
+            opening.opened.set_result(None)
+        self.resume_reading()
+        if trailing:
+            self.data_received(trailing)
 
     def _open_timed_out(self) -> None:
         self._timer = None
         if self.state is State.CONNECTING:
             log.info("conn %d: opening handshake timed out", self.id)
-            if self._opened is not None and not self._opened.done():
-                self._opened.set_exception(TimeoutError("opening handshake timed out"))
-                self._opened.exception()
+            if self._opening is not None:
+                self._opening.settle(TimeoutError("opening handshake timed out"))
             self.abort()
 
     # ---------------------------------------------------------------------- sending
