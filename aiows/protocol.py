@@ -16,7 +16,6 @@ import enum
 import itertools
 import logging
 import os
-import time
 from collections.abc import Callable
 from typing import Protocol as Interface
 from typing import cast
@@ -40,6 +39,7 @@ from .exceptions import ConnectionClosed
 from .frames import PLAIN, FastReader, encode_frame, encode_frame_as, encode_masked, frame_header
 from .http import Request, Response
 from .opening import Opening
+from .pings import Pings
 
 __all__ = [
     "PLAIN",
@@ -154,7 +154,7 @@ class Protocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._close_rcvd: tuple[int, str] | None = None
         self._close_sent: tuple[int, str] | None = None
-        self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] | None = None
+        self._pings: Pings | None = None
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         # Reading is paused while the application's inbox is full, and held while pongs
         # wait for a write buffer above write_limit (see "flow control" below).
@@ -240,7 +240,9 @@ class Protocol(asyncio.Protocol):
                     if self._write_paused:
                         self._hold_reading()
             elif isinstance(event, Pong):
-                self._pong_received(event.payload)
+                latency = self._pings.answered(event.payload) if self._pings else None
+                if latency is not None:
+                    self.latency = latency
             elif isinstance(event, CloseConnection):
                 self._close_received(event)
                 return
@@ -258,7 +260,9 @@ class Protocol(asyncio.Protocol):
         if self.receiver is not None:
             self.receiver._receive_ended()
         self._wake_drain_waiters()
-        self._fail_pings()
+        pings, self._pings = self._pings, None
+        if pings is not None:
+            pings.fail(self.closed_error)
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
         self._outbox = None
@@ -510,32 +514,11 @@ class Protocol(asyncio.Protocol):
             payload = os.urandom(4)
         waiter: asyncio.Future[float] = self.loop.create_future()
         if self._pings is None:
-            self._pings = {}
-        self._pings[payload] = (time.perf_counter(), waiter)
+            self._pings = Pings()
+        self._pings.sent(payload, waiter)
         assert self._conn is not None
         self._write(self._conn.send(Ping(payload=payload)))
         return waiter
-
-    def _pong_received(self, payload: bytes) -> None:
-        pings = self._pings
-        if not pings or payload not in pings:
-            return  # unsolicited pong: allowed, ignored (RFC 6455 §5.5.3)
-        now = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
-        # A pong acknowledges its ping and every ping sent before it.
-        for key in list(pings):
-            sent, waiter = pings.pop(key)
-            if not waiter.done():
-                waiter.set_result(now - sent)
-            if key == payload:
-                self.latency = now - sent
-                break
-
-    def _fail_pings(self) -> None:
-        pings, self._pings = self._pings, None
-        for _, waiter in (pings or {}).values():
-            if not waiter.done():
-                waiter.set_exception(self.closed_error())
-                waiter.exception()
 
     # -------------------------------------------------------------------- closing
 

@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("http", {"aiows.http"}),
     ("frames and the wsproto adapter", {"aiows.frames", "aiows.adapter", "aiows.extensions"}),
     ("handshake", {"aiows.handshake"}),
-    ("protocol", {"aiows.protocol", "aiows.opening", "aiows.heartbeat"}),
+    ("protocol", {"aiows.protocol", "aiows.opening", "aiows.pings", "aiows.heartbeat"}),
     ("connection and the hub's member interface", {"aiows.connection", "aiows.member"}),
     ("server and client", {"aiows.server", "aiows.client", "aiows.proxy", "aiows.sync"}),
     (
