@@ -38,7 +38,8 @@ class Member(Protocol):
     :meth:`abort`, :meth:`on_closed`. The hub sends nothing to a member that is not
     ``OPEN``.
 
-    Every method returns at once except :meth:`drain`; none may call back into the hub.
+    Every method returns at once except :meth:`drain`, :meth:`send` and :meth:`close`
+    (which the application uses, never the hub); none may call back into the hub.
     """
 
     @property
@@ -125,4 +126,15 @@ class Member(Protocol):
 
     def on_closed(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once the connection is closed (at once if it is)."""
+        ...
+
+    # What an application does with a member the hub hands back (``hub.members()``,
+    # ``Presence.ws``): the hub itself never calls these.
+
+    async def send(self, message: Message) -> None:
+        """Send one message to this member alone, as :meth:`aiows.WebSocket.send` does."""
+        ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection, as :meth:`aiows.WebSocket.close` does."""
         ...

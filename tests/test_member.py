@@ -69,6 +69,12 @@ class Recorder:
     def abort(self) -> None:
         self.lose()
 
+    async def send(self, message: aiows.Message) -> None:
+        self.send_nowait(message)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.close_nowait(code, reason)
+
     def on_closed(self, callback: Callable[[], None]) -> None:
         if self.state is aiows.State.CLOSED:
             callback()
@@ -97,6 +103,7 @@ def test_the_interface_names_what_the_hub_needs_and_both_kinds_offer_it() -> Non
     names = member_names()
     assert names == [
         "abort",
+        "close",
         "close_nowait",
         "drain",
         "flush",
@@ -107,6 +114,7 @@ def test_the_interface_names_what_the_hub_needs_and_both_kinds_offer_it() -> Non
         "pending_bytes",
         "queue_frame",
         "request",
+        "send",
         "send_nowait",
         "state",
         "write_paused",

@@ -32,5 +32,5 @@ def test_ruff(command: tuple[str, ...]) -> None:
 
 
 def test_mypy_strict() -> None:
-    result = run(sys.executable, "-m", "mypy", "--strict", "aiows")
+    result = run(sys.executable, "-m", "mypy", "--strict", "aiows", "tests/typed_usage.py")
     assert result.returncode == 0, result.stdout + result.stderr
