@@ -16,6 +16,7 @@ from collections.abc import Callable
 __all__ = [
     "COMPRESSION_LEVEL",
     "PLAIN",
+    "SPEEDUPS",
     "FastReader",
     "encode_frame",
     "encode_frame_as",
@@ -46,10 +47,11 @@ def frame_header(length: int, first: int) -> bytes:
     return _pack_long(first, 127, length)
 
 
-def unmask(payload: bytes | memoryview, mask: bytes) -> bytes:
+def unmask_python(payload: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """Return ``payload`` XORed with the 4-byte masking key ``mask`` (RFC 6455 §5.3).
 
-    Masking and unmasking are the same operation.
+    Masking and unmasking are the same operation. This is the pure-Python path;
+    :func:`unmask` is the C accelerator's ``apply_mask`` when it is in use.
     """
     size = len(payload)
     if size <= 1024:
@@ -59,6 +61,29 @@ def unmask(payload: bytes | memoryview, mask: bytes) -> bytes:
     for lane in range(4):
         data[lane::4] = data[lane::4].translate(_XOR_TABLES[mask[lane]])
     return bytes(data)
+
+
+def _load_speedups() -> Callable[[bytes | bytearray | memoryview, bytes], bytes] | None:
+    """Return the compiled ``apply_mask``, or None for pure Python.
+
+    ``AIOWS_NO_EXTENSIONS=1`` forces pure Python; so does an install made without a
+    compiler (setup.py builds the extension when it can and never fails without it).
+    """
+    if os.environ.get("AIOWS_NO_EXTENSIONS"):
+        return None
+    try:
+        from ._speedups import apply_mask
+    except ImportError:
+        return None
+    return apply_mask
+
+
+_apply_mask = _load_speedups()
+#: True when masking and unmasking run in the C accelerator (``aiows._speedups``).
+SPEEDUPS = _apply_mask is not None
+#: XOR a payload with a 4-byte masking key: the C accelerator if in use, else
+#: :func:`unmask_python`; both give the same bytes for any bytes-like payload.
+unmask = _apply_mask or unmask_python
 
 
 def _payload(data: str | bytes, opcode: int | None) -> tuple[bytes, int]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
+from collections.abc import Callable, Iterator
 
 import pytest
 from rawclient import frame
 
+from aiows import frames
 from aiows.frames import (
     PLAIN,
     FastReader,
@@ -17,6 +20,26 @@ from aiows.frames import (
     frame_header,
     unmask,
 )
+
+Unmask = Callable[[bytes | bytearray | memoryview, bytes], bytes]
+
+
+def _implementations() -> dict[str, Unmask | None]:
+    try:
+        from aiows._speedups import apply_mask
+    except ImportError:
+        return {"c": None, "python": frames.unmask_python}
+    return {"c": apply_mask, "python": frames.unmask_python}
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Unmask]:
+    """Every test here runs on both paths: the C accelerator and pure Python."""
+    implementation = _implementations()[request.param]
+    if implementation is None:
+        pytest.skip("aiows._speedups is not built (see tests/test_speedups.py)")
+    monkeypatch.setattr(frames, "unmask", implementation)
+    yield implementation
 
 
 def read(reader: FastReader, *chunks: bytes) -> tuple[list[str | bytes], bytes | None]:
@@ -135,3 +158,52 @@ def test_fast_reader_hands_back_a_buffered_partial_frame_that_turns_odd() -> Non
     got, rest = read(reader, whole[100:] + close)
     assert got == [b"q" * 200] and rest == close
     assert reader.buffered == 0
+
+
+def _reference(data: bytes, key: bytes) -> bytes:
+    """XOR the slow, obvious way: the oracle both paths are checked against."""
+    repeated = (key * (len(data) // 4 + 1))[: len(data)]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(repeated, "big")).to_bytes(
+        len(data), "big"
+    )
+
+
+def _inputs(data: bytes) -> list[bytes | bytearray | memoryview]:
+    """``data`` as each bytes-like type a caller hands over, one at an odd offset."""
+    padded = b"?" + data
+    return [data, bytearray(data), memoryview(data), memoryview(padded)[1:]]
+
+
+def test_both_paths_agree_for_every_length_up_to_300(path: Unmask) -> None:
+    for size in range(301):
+        data, key = os.urandom(size), os.urandom(4)
+        expected = _reference(data, key)
+        for given in _inputs(data):
+            got = frames.unmask(given, key)
+            assert type(got) is bytes and got == expected, (size, type(given))
+
+
+@pytest.mark.parametrize("size", [1023, 1024, 1025, 4099, 65541, 2**20, 2**20 + 7])
+def test_both_paths_agree_on_large_payloads(path: Unmask, size: int) -> None:
+    data, key = os.urandom(size), os.urandom(4)
+    expected = _reference(data, key)
+    for given in _inputs(data):
+        assert frames.unmask(given, key) == expected
+    assert frames.unmask(expected, key) == data  # masking twice gives the payload back
+
+
+@pytest.mark.parametrize("size", [0, 7, 300, 5000])
+def test_both_paths_take_a_strided_memoryview(path: Unmask, size: int) -> None:
+    data, key = os.urandom(size * 3), os.urandom(4)
+    strided = memoryview(data)[::3]
+    assert not strided.contiguous or size == 0
+    assert frames.unmask(strided, key) == _reference(data[::3], key)
+
+
+def test_the_two_implementations_give_the_same_bytes() -> None:
+    c, python = _implementations().values()
+    if c is None:
+        pytest.skip("aiows._speedups is not built")
+    for size in (*range(64), 1000, 1024, 1025, 70000):
+        data, key = os.urandom(size), os.urandom(4)
+        assert c(data, key) == python(data, key)

@@ -22,8 +22,10 @@ import itertools
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from memory import Wire
@@ -35,11 +37,29 @@ from websockets.protocol import Side
 from websockets.protocol import State as OracleState
 
 import aiows
+from aiows import frames
 from aiows.adapter import BoundedDeflate, deflate_bound
 from aiows.connection import WebSocket
 from aiows.protocol import Protocol
 
 EXAMPLES = int(os.environ.get("AIOWS_FUZZ_EXAMPLES", "250"))
+
+
+@pytest.fixture(scope="module", autouse=True, params=["c", "python"])
+def unmask_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Fuzz both unmask paths, the C accelerator's and pure Python's (module scope:
+    Hypothesis refuses function-scoped fixtures such as monkeypatch)."""
+    if request.param == "c" and not frames.SPEEDUPS:
+        pytest.skip("aiows._speedups is not built or AIOWS_NO_EXTENSIONS is set")
+    default = frames.unmask
+    if request.param == "python":
+        frames.unmask = frames.unmask_python
+    try:
+        yield request.param
+    finally:
+        frames.unmask = default
+
+
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
