@@ -49,6 +49,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "aiows.backends.redis",
         },
     ),
+    ("ASGI", {"aiows.asgi"}),
     (
         "apps and face",
         {

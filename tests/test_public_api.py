@@ -27,6 +27,7 @@ PUBLIC_MODULES = [
     "aiows.testing",
     "aiows.backends",
     "aiows.resume",
+    "aiows.asgi",
 ]
 #: Dunder methods a user calls through syntax (``async with``, ``await``, ``async for``).
 PROTOCOL_METHODS = frozenset({"__aenter__", "__await__", "__aiter__", "__anext__", "__enter__"})

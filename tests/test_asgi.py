@@ -1,0 +1,340 @@
+"""aiows handlers under real ASGI servers and frameworks: uvicorn, Starlette, FastAPI.
+
+Every test serves through a real uvicorn on 127.0.0.1 port 0 (its ``websockets`` and
+``wsproto`` engines), and talks to it with real clients (``aiows.connect``, the
+``websockets`` client, the raw client of ``rawclient.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import uvicorn
+import websockets
+from conftest import TIMEOUT, echo, running
+from fastapi import FastAPI
+from fastapi import WebSocket as FastAPIWebSocket
+from hubtools import wait_for
+from rawclient import RawClient
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+import aiows
+from aiows.asgi import App, ASGIWebSocket, adopt
+from aiows.member import Member
+
+ENGINES = ["websockets", "wsproto"]
+
+
+@asynccontextmanager
+async def serving(app: Any, ws: str = "websockets") -> AsyncIterator[int]:
+    """Serve the ASGI ``app`` with uvicorn on a free port; yield the port."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, ws=ws, lifespan="on", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_for(lambda: server.started or task.done(), TIMEOUT)
+        assert server.started, task.result()
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, TIMEOUT)
+
+
+async def describe(ws: ASGIWebSocket) -> None:
+    """Answer the first message with what the handler sees of its request."""
+    assert ws.request is not None
+    ws.request.state.seen = True
+    await ws.recv()
+    host, _ = ws.remote_address or ("?", 0)
+    await ws.send(f"{ws.request.path}|{ws.request.query}|{ws.request.headers['x-name']}|{host}")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_echo_text_and_binary(engine: str) -> None:
+    async with serving(App(echo), engine) as port:  # type: ignore[arg-type]
+        async with aiows.connect(f"ws://127.0.0.1:{port}/") as ws:
+            await ws.send("héllo")
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "héllo"
+            await ws.send(b"\x00\xff")
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == b"\x00\xff"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_the_request_as_the_handler_sees_it(engine: str) -> None:
+    async with serving(App(describe), engine) as port:
+        uri = f"ws://127.0.0.1:{port}/a/b?x=1"
+        async with websockets.connect(uri, additional_headers={"X-Name": "Ann"}) as ws:
+            await ws.send("?")
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "/a/b|x=1|Ann|127.0.0.1"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_close_codes_both_ways(engine: str) -> None:
+    ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: ASGIWebSocket) -> None:
+        first = await ws.recv()
+        if first == "close me":
+            await ws.close(4000, "bye")
+            return
+        try:
+            async for _ in ws:
+                pass
+            ended.set_result(None)
+        except aiows.ConnectionClosed as exc:
+            ended.set_result(exc)
+            raise
+
+    async with serving(App(handler), engine) as port:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/") as client:
+            await client.send("close me")
+            await asyncio.wait_for(client.wait_closed(), TIMEOUT)
+            assert client.close_code == 4000 and client.close_reason == "bye"
+        async with websockets.connect(f"ws://127.0.0.1:{port}/") as client:
+            await client.send("hi")
+        assert await asyncio.wait_for(ended, TIMEOUT) is None  # 1000: async for ends quietly
+        ended = asyncio.get_running_loop().create_future()
+        async with websockets.connect(f"ws://127.0.0.1:{port}/") as client:
+            await client.send("hi")
+            await client.close(4001, "gone")
+        error = await asyncio.wait_for(ended, TIMEOUT)
+        assert isinstance(error, aiows.ConnectionClosedError) and error.code == 4001
+
+
+async def test_a_failing_handler_closes_with_1011() -> None:
+    async def handler(ws: ASGIWebSocket) -> None:
+        await ws.recv()
+        raise ValueError("boom")
+
+    async with serving(App(handler)) as port:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/") as client:
+            await client.send("x")
+            await asyncio.wait_for(client.wait_closed(), TIMEOUT)
+            assert client.close_code == 1011
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_subprotocol(engine: str) -> None:
+    async def handler(ws: ASGIWebSocket) -> None:
+        await ws.send(ws.subprotocol or "none")
+
+    async with serving(App(handler, subprotocols=["b", "a"]), engine) as port:
+        uri = f"ws://127.0.0.1:{port}/"
+        async with websockets.connect(uri, subprotocols=["a", "b"]) as client:  # type: ignore[list-item]
+            assert client.subprotocol == "b"
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == "b"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_refusal_is_an_http_answer(engine: str) -> None:
+    def process_request(request: aiows.Request) -> aiows.Response | None:
+        if request.headers.get("Authorization") != "Bearer ok":
+            return aiows.Response(401, "token required")
+        return None
+
+    app = App(echo, process_request=process_request, origins=["http://good"])  # type: ignore[arg-type]
+    async with serving(app, engine) as port:
+        uri = f"ws://127.0.0.1:{port}/"
+        with pytest.raises(aiows.InvalidStatus) as refused:
+            async with aiows.connect(uri):
+                pass
+        assert refused.value.status_code == 401 and refused.value.body == b"token required"
+        good = {"Authorization": "Bearer ok"}
+        with pytest.raises(websockets.InvalidStatus) as bad_origin:
+            await websockets.connect(uri, additional_headers=good, origin="http://bad")  # type: ignore[arg-type]
+        assert bad_origin.value.response.status_code == 403
+        async with websockets.connect(uri, additional_headers=good, origin="http://good") as ws:  # type: ignore[arg-type]
+            await ws.send("in")
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "in"
+
+
+async def test_without_the_denial_extension_a_refusal_is_a_close_before_accept() -> None:
+    app = App(echo, process_request=lambda request: aiows.Response(401, "no"))  # type: ignore[arg-type]
+
+    async def without_extensions(scope: Any, receive: Any, send: Any) -> None:
+        await app({**scope, "extensions": {}}, receive, send)
+
+    async with serving(without_extensions) as port:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(f"ws://127.0.0.1:{port}/")
+        assert refused.value.response.status_code == 403
+
+
+async def test_routes_http_and_lifespan() -> None:
+    app = App({"/echo": echo})  # type: ignore[dict-item]
+    async with serving(app) as port:
+        async with aiows.connect(f"ws://127.0.0.1:{port}/echo") as ws:
+            await ws.send("x")
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "x"
+        with pytest.raises(aiows.InvalidStatus) as missing:
+            async with aiows.connect(f"ws://127.0.0.1:{port}/nope"):
+                pass
+        assert missing.value.status_code == 404
+        raw = await RawClient.connect(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, head, _ = await raw.read_response()
+        raw.close()
+        assert status == 426 and b"upgrade: websocket" in head.lower()
+
+
+async def test_http_and_lifespan_go_to_the_fallback() -> None:
+    seen: list[str] = []
+
+    async def fallback(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                event = await receive()
+                seen.append(event["type"])
+                await send({"type": event["type"] + ".complete"})
+                if event["type"] == "lifespan.shutdown":
+                    return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"page"})
+
+    async with serving(App(echo, fallback=fallback)) as port:  # type: ignore[arg-type]
+        raw = await RawClient.connect(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body = await asyncio.wait_for(raw.read_response(), TIMEOUT)
+        raw.close()
+        assert status == 200 and b"page" in body
+    assert seen == ["lifespan.startup", "lifespan.shutdown"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_max_size_closes_with_1009(engine: str) -> None:
+    async with serving(App(echo, max_size=10), engine) as port:  # type: ignore[arg-type]
+        async with websockets.connect(f"ws://127.0.0.1:{port}/") as client:
+            await client.send("0123456789")
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == "0123456789"
+            await client.send("0123456789A")
+            await asyncio.wait_for(client.wait_closed(), TIMEOUT)
+            assert client.close_code == 1009
+
+
+async def test_a_full_inbox_stops_receiving() -> None:
+    go = asyncio.Event()
+    taken: list[int] = []
+    got: list[aiows.Message] = []
+
+    async def handler(ws: ASGIWebSocket) -> None:
+        await go.wait()
+        got.extend([await ws.recv() for _ in range(20)])
+        await ws.send("done")
+
+    app = App(handler, max_queue=2)
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        async def counted() -> Any:
+            event = await receive()
+            taken.append(1) if event["type"] == "websocket.receive" else None
+            return event
+
+        await app(scope, counted, send)
+
+    async with serving(counting) as port:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/") as client:
+            for n in range(20):
+                await client.send(str(n))
+            await wait_for(lambda: len(taken) == 2)
+            await asyncio.sleep(0.3)  # nothing more is taken while the inbox is full
+            assert len(taken) == 2
+            go.set()
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == "done"
+    assert got == [str(n) for n in range(20)]
+
+
+async def test_mounted_in_starlette() -> None:
+    app = Starlette(routes=[Mount("/ws", App({"/who": describe}))])  # type: ignore[dict-item]
+    async with serving(app) as port:
+        uri = f"ws://127.0.0.1:{port}/ws/who?q=2"
+        async with websockets.connect(uri, additional_headers={"X-Name": "Bo"}) as ws:
+            await ws.send("?")
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "/ws/who|q=2|Bo|127.0.0.1"
+
+
+async def test_an_asgi_connection_is_a_hub_member() -> None:
+    async def nothing(*args: Any) -> Any:
+        raise AssertionError("not used")
+
+    ws = ASGIWebSocket(nothing, nothing, aiows.Request("GET", "/", "", aiows.Headers()))
+    members = [name for name in dir(Member) if not name.startswith("_")]
+    assert [name for name in members if not hasattr(ws, name)] == []
+    assert ws.frame_format is None and ws.pending_bytes == 0
+
+
+async def test_fastapi_adopt_shares_a_room_with_native_clients() -> None:
+    hub = aiows.Hub()
+    api = FastAPI()
+
+    @api.websocket("/room")
+    async def room(websocket: FastAPIWebSocket) -> None:
+        await websocket.accept()
+        async with adopt(websocket) as ws, hub.joined(ws, "room"):
+            async for message in ws:
+                hub.broadcast(message, "room")
+
+    @api.websocket("/late")
+    async def late(websocket: FastAPIWebSocket) -> None:
+        ws = adopt(websocket)  # not accepted yet: accept() does it
+        assert ws.state is aiows.State.CONNECTING
+        await ws.accept()
+        async with ws, hub.joined(ws, "room"):
+            async for _ in ws:
+                pass
+
+    async def native(ws: aiows.WebSocket) -> None:
+        async with hub.joined(ws, "room"):
+            async for message in ws:
+                hub.broadcast(message, "room")
+
+    async with serving(api) as port, running(native) as server:
+        async with (
+            aiows.connect(f"ws://127.0.0.1:{port}/room") as adopted,
+            aiows.connect(f"ws://127.0.0.1:{port}/late") as late_one,
+            aiows.connect(f"ws://127.0.0.1:{server.port}/") as native_one,
+        ):
+            await wait_for(lambda: hub.count("room") == 3)
+            await adopted.send("from fastapi")
+            await native_one.send("from native")
+            for client in (adopted, late_one, native_one):
+                got = {await asyncio.wait_for(client.recv(), TIMEOUT) for _ in range(2)}
+                assert got == {"from fastapi", "from native"}
+    await wait_for(lambda: hub.count("room") == 0)
+
+
+async def test_a_stuck_asgi_client_is_closed_and_the_others_go_on() -> None:
+    hub = aiows.Hub(policy="close", buffer_limit=2**18)
+    app = App(echo_in_room(hub), close_timeout=1.0)
+    chunk = b"x" * 2**16
+    async with serving(app) as port, running(echo_in_room(hub)) as server:
+        stuck = await RawClient.open(port, rcvbuf=4096)
+        stuck.writer.transport.pause_reading()  # type: ignore[attr-defined]
+        async with aiows.connect(f"ws://127.0.0.1:{server.port}/", max_size=None) as good:
+            await wait_for(lambda: hub.count("room") == 2)
+            asgi_member = next(m for m in hub.members("room") if isinstance(m, ASGIWebSocket))
+            for _ in range(2000):
+                hub.broadcast(chunk, "room")
+                assert await asyncio.wait_for(good.recv(), TIMEOUT) == chunk
+                if asgi_member.state is not aiows.State.OPEN:
+                    break
+            else:
+                raise AssertionError("the stuck client was never found slow")
+            assert hub.stats().closed_slow == 1
+            await wait_for(lambda: hub.count("room") == 1)  # it left when it closed
+            hub.broadcast("still here", "room")
+            assert await asyncio.wait_for(good.recv(), TIMEOUT) == "still here"
+        stuck.close()
+
+
+def echo_in_room(hub: aiows.Hub) -> Any:
+    async def handler(ws: Any) -> None:
+        async with hub.joined(ws, "room"):
+            async for _ in ws:
+                pass
+
+    return handler
