@@ -8,8 +8,10 @@ Every test serves through a real uvicorn on 127.0.0.1 port 0 (its ``websockets``
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -338,3 +340,25 @@ def echo_in_room(hub: aiows.Hub) -> Any:
                 pass
 
     return handler
+
+
+async def test_the_fastapi_example() -> None:
+    path = Path(__file__).resolve().parent.parent / "examples" / "fastapi_app.py"
+    spec = importlib.util.spec_from_file_location("example_fastapi_app", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    async with serving(example.app) as port:
+        base = f"ws://127.0.0.1:{port}"
+        async with aiows.connect(f"{base}/room") as one, aiows.connect(f"{base}/room") as two:
+            await wait_for(lambda: example.hub.count("room") == 2)
+            await one.send("hello")
+            for client in (one, two):
+                assert await asyncio.wait_for(client.recv(), TIMEOUT) == "hello"
+        async with aiows.connect(f"{base}/echo/") as ws:
+            await ws.send("back")
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "back"
+        raw = await RawClient.connect(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body = await raw.read_response()
+        raw.close()
+        assert status == 200 and b'"in the room":0' in body
