@@ -2,11 +2,13 @@
 
 Transport callbacks, the outbox and write coalescing, read and write flow control, the
 open and close timers, ping bookkeeping and the connection's lifecycle (:class:`State`,
-whose moves :data:`TRANSITIONS` allows). The rest lives below, without I/O: frames and
-the fast reader in :mod:`aiows.frames`, the opening handshake in :mod:`aiows.handshake`,
-and wsproto, the state machine for everything else, behind :mod:`aiows.adapter`. It
-knows nothing of applications: it hands message fragments to a :class:`Receiver` (the
-:class:`aiows.WebSocket`) and takes messages to send from it.
+whose moves :data:`TRANSITIONS` allows). Beside it: the opening phase's bytes and
+waiting in :mod:`aiows.opening`, the pings awaiting pongs in :mod:`aiows.pings`. The
+rest lives below, without I/O: frames and the fast reader in :mod:`aiows.frames`, the
+handshake's decisions in :mod:`aiows.handshake`, and wsproto, the state machine for
+everything else, behind :mod:`aiows.adapter`. It knows nothing of applications: it
+hands message fragments to a :class:`Receiver` (the :class:`aiows.WebSocket`) and takes
+messages to send from it.
 """
 
 from __future__ import annotations
