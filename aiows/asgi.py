@@ -258,7 +258,7 @@ class ASGIWebSocket:
             return 0
         if isinstance(message, str):
             event: MutableMapping[str, Any] = {"type": "websocket.send", "text": message}
-            size = len(message.encode())
+            size = len(message) if message.isascii() else len(message.encode())
         else:
             event = {"type": "websocket.send", "bytes": bytes(message)}
             size = len(event["bytes"])
@@ -422,9 +422,11 @@ class ASGIWebSocket:
         for task in self._tasks:
             if task is not current:
                 task.cancel()
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback()
+        # Later, from the loop, as for native connections: the hub may be mid-broadcast.
+        loop = asyncio.get_running_loop()
+        for callback in self._callbacks:
+            loop.call_soon(callback)
+        self._callbacks = []
 
     async def _stop(self) -> None:
         """Stop the tasks and wait for them (the application is returning)."""
@@ -456,8 +458,9 @@ def adopt(websocket: Any, config: Config | None = None) -> ASGIWebSocket:
     """Return an :class:`ASGIWebSocket` over a Starlette or FastAPI ``WebSocket``.
 
     Call it inside a WebSocket route; the route keeps its dependencies and auth. If the
-    framework has not accepted the connection yet, ``await ws.accept()`` does. Close it
-    when done (``async with adopt(websocket) as ws:`` does)::
+    framework has not accepted the connection yet, ``await ws.accept(subprotocol)`` does
+    (:attr:`~ASGIWebSocket.subprotocol` is known only then: the framework does not say
+    which it agreed on). Close it when done (``async with adopt(websocket) as ws:``)::
 
         @app.websocket("/room")
         async def room(websocket: WebSocket) -> None:
