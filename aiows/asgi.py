@@ -16,6 +16,7 @@ uvicorn's ``ws_max_size``, to bound memory before a message is complete).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections import deque
@@ -338,33 +339,29 @@ class ASGIWebSocket:
     def close_nowait(self, code: int = 1000, reason: str = "") -> None:
         """Queue a close after what is queued and return; abort after ``close_timeout``.
 
-        Does nothing if the connection is already closing.
+        Does nothing if the connection is already closing. An adopted connection not
+        accepted yet is refused (the server answers 403).
         """
-        if self._state is State.CONNECTING and self._accept is None:
-            self.abort()
-            return
-        if self._state is not State.OPEN and self._state is not State.CONNECTING:
+        if self._state is State.CLOSING or self._state is State.CLOSED:
             return
         log.info("conn %d: closing with %d: %s", self.id, code, reason)
-        if self._state is State.CONNECTING:  # adopted, never accepted: refuse it
-            self._state = State.CLOSING
-            self._sent_code = code
-            loop = asyncio.get_running_loop()
+        opened = self._state is State.OPEN
+        self._state, self._sent_code = State.CLOSING, code
+        loop = asyncio.get_running_loop()
+        if opened:
+            self._queue({"type": "websocket.close", "code": code, "reason": reason}, 0)
+            self._room.set()  # the reader must go on, to see the disconnect
+        else:
             self._tasks.append(loop.create_task(self._refuse(code)))
-            return
-        self._state = State.CLOSING
-        self._sent_code = code
-        self._queue({"type": "websocket.close", "code": code, "reason": reason}, 0)
-        self._room.set()  # the reader must go on, to see the disconnect
         if self._close_timeout is not None:
-            loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._close_timeout, self._timed_out)
 
     async def _refuse(self, code: int) -> None:
         try:
             await self._send({"type": "websocket.close", "code": code})
-        finally:
-            self._ended(1006, "")
+        except Exception as exc:  # the client left already
+            log.debug("conn %d: refusal failed: %r", self.id, exc)
+        self._ended(1006, "")
 
     def _timed_out(self) -> None:
         log.info("conn %d: closing handshake timed out", self.id)
@@ -552,11 +549,15 @@ class App:
             log.exception("error while deciding on %s", request.path)
             refusal = error_response(500)
         if refusal is not None or handler is None:
-            await _refuse(scope, send, refusal or error_response(404))
+            with contextlib.suppress(OSError):  # the client may have left meanwhile
+                await _deny(scope, send, refusal or error_response(404))
             return
         offered = scope.get("subprotocols") or []
         subprotocol = next((p for p in self._subprotocols if p in offered), None)
-        await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": []})
+        try:
+            await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": []})
+        except OSError:  # the client left during the handshake
+            return
         ws = ASGIWebSocket(receive, send, request, self.config)
         ws._open(subprotocol)
         try:
@@ -591,7 +592,7 @@ async def _run(handler: Handler, ws: ASGIWebSocket) -> None:
     await ws.close(1000)
 
 
-async def _refuse(scope: Scope, send: Send, response: Response) -> None:
+async def _deny(scope: Scope, send: Send, response: Response) -> None:
     """Refuse a handshake: an HTTP answer if the server can send one, else a close (403)."""
     log.info("refused %s: %d", _request_from_scope(scope).path, response.status)
     if _DENIAL in (scope.get("extensions") or {}):

@@ -335,6 +335,23 @@ async def test_fastapi_adopt_shares_a_room_with_native_clients() -> None:
     await wait_for(lambda: hub.count("room") == 0)
 
 
+async def test_an_adopted_connection_closed_before_accept_is_refused() -> None:
+    api = FastAPI()
+    closed: list[aiows.State] = []
+
+    @api.websocket("/no")
+    async def no(websocket: FastAPIWebSocket) -> None:
+        async with adopt(websocket) as ws:
+            pass
+        closed.append(ws.state)
+
+    async with serving(api) as port:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(f"ws://127.0.0.1:{port}/no")
+        assert refused.value.response.status_code == 403
+    assert closed == [aiows.State.CLOSED]
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 async def test_a_stuck_asgi_client_is_closed_and_the_others_go_on(engine: str) -> None:
     hub = aiows.Hub(policy="close", buffer_limit=2**18)
