@@ -21,11 +21,12 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .config import Config
+from .connection import WebSocket
 from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
-from .http import Headers, Request, Response, error_response
+from .http import Headers, Request, Response, check_token, error_response
 from .message import Message
 from .protocol import State
 from .protocol import _ids as _connection_ids  # one id space with native connections
@@ -43,7 +44,9 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 #: An ASGI 3 application: ``await app(scope, receive, send)``.
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Handler = Callable[["ASGIWebSocket"], Awaitable[None]]
+#: A handler written for :class:`ASGIWebSocket`, or an ordinary aiows handler: the
+#: connection it gets offers :class:`aiows.WebSocket`'s API where ASGI allows.
+Handler = Callable[["ASGIWebSocket"], Awaitable[None]] | Callable[[WebSocket], Awaitable[None]]
 
 _DENIAL = "websocket.http.response"
 _DEFAULTS = Config()
@@ -516,7 +519,8 @@ class App:
         self._handler = None if isinstance(handler, Mapping) else handler
         self._process_request = process_request
         self._origins = None if origins is None else set(origins)
-        self._subprotocols = list(subprotocols or [])
+        # Checked here, as :func:`aiows.serve` does: a bad name would reach the wire.
+        self._subprotocols = [check_token(p, "subprotocol") for p in subprotocols or []]
         self._fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -582,7 +586,7 @@ class App:
 async def _run(handler: Handler, ws: ASGIWebSocket) -> None:
     """Run the handler, then close with 1000 (1011 if it failed)."""
     try:
-        await handler(ws)
+        await cast(Callable[[ASGIWebSocket], Awaitable[None]], handler)(ws)
     except ConnectionClosed:
         pass
     except Exception:

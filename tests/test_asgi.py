@@ -60,7 +60,7 @@ async def describe(ws: ASGIWebSocket) -> None:
 
 @pytest.mark.parametrize("engine", ENGINES)
 async def test_echo_text_and_binary(engine: str) -> None:
-    async with serving(App(echo), engine) as port:  # type: ignore[arg-type]
+    async with serving(App(echo), engine) as port:
         async with aiows.connect(f"ws://127.0.0.1:{port}/") as ws:
             await ws.send("héllo")
             assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "héllo"
@@ -129,9 +129,14 @@ async def test_subprotocol(engine: str) -> None:
 
     async with serving(App(handler, subprotocols=["b", "a"]), engine) as port:
         uri = f"ws://127.0.0.1:{port}/"
-        async with websockets.connect(uri, subprotocols=["a", "b"]) as client:  # type: ignore[list-item]
+        async with websockets.connect(uri, subprotocols=["a", "b"]) as client:
             assert client.subprotocol == "b"
             assert await asyncio.wait_for(client.recv(), TIMEOUT) == "b"
+
+
+def test_a_bad_subprotocol_name_is_refused_at_once() -> None:
+    with pytest.raises(ValueError):
+        App(echo, subprotocols=["a b"])
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -141,7 +146,7 @@ async def test_a_refusal_is_an_http_answer(engine: str) -> None:
             return aiows.Response(401, "token required")
         return None
 
-    app = App(echo, process_request=process_request, origins=["http://good"])  # type: ignore[arg-type]
+    app = App(echo, process_request=process_request, origins=["http://good"])
     async with serving(app, engine) as port:
         uri = f"ws://127.0.0.1:{port}/"
         with pytest.raises(aiows.InvalidStatus) as refused:
@@ -150,15 +155,15 @@ async def test_a_refusal_is_an_http_answer(engine: str) -> None:
         assert refused.value.status_code == 401 and refused.value.body == b"token required"
         good = {"Authorization": "Bearer ok"}
         with pytest.raises(websockets.InvalidStatus) as bad_origin:
-            await websockets.connect(uri, additional_headers=good, origin="http://bad")  # type: ignore[arg-type]
+            await websockets.connect(uri, additional_headers=good, origin="http://bad")
         assert bad_origin.value.response.status_code == 403
-        async with websockets.connect(uri, additional_headers=good, origin="http://good") as ws:  # type: ignore[arg-type]
+        async with websockets.connect(uri, additional_headers=good, origin="http://good") as ws:
             await ws.send("in")
             assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "in"
 
 
 async def test_without_the_denial_extension_a_refusal_is_a_close_before_accept() -> None:
-    app = App(echo, process_request=lambda request: aiows.Response(401, "no"))  # type: ignore[arg-type]
+    app = App(echo, process_request=lambda request: aiows.Response(401, "no"))
 
     async def without_extensions(scope: Any, receive: Any, send: Any) -> None:
         await app({**scope, "extensions": {}}, receive, send)
@@ -170,7 +175,7 @@ async def test_without_the_denial_extension_a_refusal_is_a_close_before_accept()
 
 
 async def test_routes_http_and_lifespan() -> None:
-    app = App({"/echo": echo})  # type: ignore[dict-item]
+    app = App({"/echo": echo})
     async with serving(app) as port:
         async with aiows.connect(f"ws://127.0.0.1:{port}/echo") as ws:
             await ws.send("x")
@@ -199,7 +204,7 @@ async def test_http_and_lifespan_go_to_the_fallback() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"page"})
 
-    async with serving(App(echo, fallback=fallback)) as port:  # type: ignore[arg-type]
+    async with serving(App(echo, fallback=fallback)) as port:
         raw = await RawClient.connect(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         status, _, body = await asyncio.wait_for(raw.read_response(), TIMEOUT)
         raw.close()
@@ -209,7 +214,7 @@ async def test_http_and_lifespan_go_to_the_fallback() -> None:
 
 @pytest.mark.parametrize("engine", ENGINES)
 async def test_max_size_closes_with_1009(engine: str) -> None:
-    async with serving(App(echo, max_size=10), engine) as port:  # type: ignore[arg-type]
+    async with serving(App(echo, max_size=10), engine) as port:
         async with websockets.connect(f"ws://127.0.0.1:{port}/") as client:
             await client.send("0123456789")
             assert await asyncio.wait_for(client.recv(), TIMEOUT) == "0123456789"
@@ -277,7 +282,7 @@ async def test_a_client_that_leaves_mid_message(engine: str) -> None:
 
 
 async def test_mounted_in_starlette() -> None:
-    app = Starlette(routes=[Mount("/ws", App({"/who": describe}))])  # type: ignore[dict-item]
+    app = Starlette(routes=[Mount("/ws", App({"/who": describe}))])
     async with serving(app) as port:
         uri = f"ws://127.0.0.1:{port}/ws/who?q=2"
         async with websockets.connect(uri, additional_headers={"X-Name": "Bo"}) as ws:
@@ -359,7 +364,7 @@ async def test_a_stuck_asgi_client_is_closed_and_the_others_go_on(engine: str) -
     chunk = b"x" * 2**16
     async with serving(app, engine) as port, running(echo_in_room(hub)) as server:
         stuck = await RawClient.open(port, rcvbuf=4096)
-        stuck.writer.transport.pause_reading()  # type: ignore[attr-defined]
+        stuck.writer.transport.pause_reading()
         async with aiows.connect(f"ws://127.0.0.1:{server.port}/", max_size=None) as good:
             await wait_for(lambda: hub.count("room") == 2)
             asgi_member = next(m for m in hub.members("room") if isinstance(m, ASGIWebSocket))
