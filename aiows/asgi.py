@@ -252,6 +252,11 @@ class ASGIWebSocket:
         if self.write_paused:
             await self.drain()
 
+    async def ping(self, data: bytes | None = None) -> float:
+        """Not available through ASGI, which has no ping message: the server sends its own
+        keepalive pings. Always raises ``NotImplementedError`` (nothing to cancel)."""
+        raise NotImplementedError("ASGI has no ping; the ASGI server keeps the connection alive")
+
     def send_nowait(self, message: Message) -> int:
         """Queue ``message`` for the writer task and return its size in bytes.
 
