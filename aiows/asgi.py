@@ -28,8 +28,7 @@ from .connection import WebSocket
 from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
 from .http import Headers, Request, Response, check_token, error_response
 from .message import Message
-from .protocol import State
-from .protocol import _ids as _connection_ids  # one id space with native connections
+from .protocol import State, new_id
 from .server import ProcessRequest
 
 if TYPE_CHECKING:
@@ -86,7 +85,7 @@ class ASGIWebSocket:
         self._receive, self._send = receive, send
         #: The HTTP request that opened the connection.
         self.request: Request | None = request
-        self.id = next(_connection_ids)
+        self.id = new_id()  # one id space with native connections
         self._max_size, self._max_queue = config.max_size, config.max_queue
         self._write_limit, self._close_timeout = config.write_limit, config.close_timeout
         self._state = State.CONNECTING

@@ -52,11 +52,20 @@ __all__ = [
     "encode_frame",
     "encode_frame_as",
     "frame_header",
+    "new_id",
 ]
 
 log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
+
+
+def new_id() -> int:
+    """Return a fresh connection id, unique in this process for every kind of connection
+    (native and ASGI alike), as logs and presence name them."""
+    return next(_ids)
+
+
 #: Frames smaller than this wait for the end of the loop turn to be written together.
 _COALESCE = 16384
 #: Bytes per second inside a frame that count as the peer's progress for keepalive.
@@ -140,7 +149,7 @@ class Protocol(asyncio.Protocol):
         self.config = config
         self.client = client
         self.loop = asyncio.get_running_loop()
-        self.id = next(_ids)
+        self.id = new_id()
         self._state = State.CONNECTING
         self.transport: asyncio.Transport | None = None
         self.remote_address: tuple[str, int] | None = None
