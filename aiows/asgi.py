@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, cast
 
 from .config import Config
-from .connection import WebSocket
-from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
+from .connection import Messages, WebSocket
+from .exceptions import ConcurrencyError, ConnectionClosed
 from .http import Headers, Request, Response, check_token, error_response
 from .message import Message
 from .protocol import State, new_id
-from .server import ProcessRequest
+from .server import ProcessRequest, answer_of
 
 if TYPE_CHECKING:
     from .member import Member
@@ -67,7 +66,7 @@ def _request_from_scope(scope: Scope) -> Request:
     return Request("GET", path, query, headers, version, remote)
 
 
-class ASGIWebSocket:
+class ASGIWebSocket(Messages):
     """One WebSocket connection served through ASGI, with the :class:`aiows.WebSocket` API.
 
     Messages received wait in a bounded inbox: while it holds ``max_queue`` messages,
@@ -188,15 +187,6 @@ class ASGIWebSocket:
         message = self._inbox.popleft()
         self._room.set()
         return message
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self
-
-    async def __anext__(self) -> Message:
-        try:
-            return await self.recv()
-        except ConnectionClosedOK:
-            raise StopAsyncIteration from None
 
     async def _read(self) -> None:
         """Take messages from the ASGI server while the inbox has room."""
@@ -574,12 +564,9 @@ class App:
             await ws._stop()
 
     async def _decide(self, request: Request, handler: Handler | None) -> Response | None:
-        if self._process_request is not None:
-            answer = self._process_request(request)
-            if inspect.isawaitable(answer):
-                answer = await answer
-            if answer is not None:
-                return answer
+        answer = await answer_of(self._process_request, request)
+        if answer is not None:
+            return answer
         if handler is None:
             return error_response(404)
         if self._origins is not None and request.headers.get("Origin") not in self._origins:

@@ -24,7 +24,26 @@ if TYPE_CHECKING:
 __all__ = ["Message", "WebSocket"]
 
 
-class WebSocket:
+class Messages:
+    """``async for message in ws``: each message until a 1000/1001 close ends the loop
+    quietly (any other close raises). For any connection class with ``recv()``."""
+
+    __slots__ = ()
+
+    async def recv(self) -> Message:
+        raise NotImplementedError
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+
+class WebSocket(Messages):
     """One open WebSocket connection, on the server or the client side.
 
     Iterate over it to receive messages; the loop ends quietly when the peer closes
@@ -139,15 +158,6 @@ class WebSocket:
             self._throttled = False
             self._protocol.resume_reading()
         return message
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self
-
-    async def __anext__(self) -> Message:
-        try:
-            return await self.recv()
-        except ConnectionClosedOK:
-            raise StopAsyncIteration from None
 
     def _receive(self, data: Message, finished: bool) -> None:
         # Called by the protocol for every fragment, in order. Text fragments come

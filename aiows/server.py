@@ -37,6 +37,17 @@ Handler = Callable[[WebSocket], Awaitable[None]]
 ProcessRequest = Callable[[Request], "Response | Awaitable[Response | None] | None"]
 
 
+async def answer_of(process_request: ProcessRequest | None, request: Request) -> Response | None:
+    """Return what ``process_request`` answers ``request`` (awaited if it is a coroutine
+    function), or None when there is no hook or it lets the handshake go on."""
+    if process_request is None:
+        return None
+    answer = process_request(request)
+    if inspect.isawaitable(answer):
+        answer = await answer
+    return answer
+
+
 class Server:
     """A running WebSocket server; returned by ``await serve(...)`` or ``async with serve(...)``.
 
@@ -194,12 +205,9 @@ class Server:
         # Every connection this server holds counts, this one included: no O(n) scan.
         if limit is not None and len(self._protocols) > limit:
             return error_response(503)
-        if self._process_request is not None:
-            answer = self._process_request(request)
-            if inspect.isawaitable(answer):
-                answer = await answer
-            if answer is not None:
-                return answer
+        answer = await answer_of(self._process_request, request)
+        if answer is not None:
+            return answer
         refused = handshake.refusal(request)
         if refused is not None:
             return refused.response
