@@ -7,6 +7,7 @@ messages, reading from the socket pauses until the application catches up.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -24,14 +25,15 @@ if TYPE_CHECKING:
 __all__ = ["Message", "WebSocket"]
 
 
-class Messages:
+class Messages(abc.ABC):
     """``async for message in ws``: each message until a 1000/1001 close ends the loop
     quietly (any other close raises). For any connection class with ``recv()``."""
 
     __slots__ = ()
 
+    @abc.abstractmethod
     async def recv(self) -> Message:
-        raise NotImplementedError
+        """Return the next message (the subclass says how)."""
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
@@ -336,15 +338,16 @@ class WebSocket(Messages):
         self._protocol.on_closed(callback)
 
 
-class OpensWebSocket:
+class OpensWebSocket(abc.ABC):
     """The ``async with`` part of a ``connect``: the block gets the :class:`WebSocket`
     that ``_connect()`` opens, and that connection is closed when the block ends,
     however it ends."""
 
     _ws: WebSocket | None = None
 
+    @abc.abstractmethod
     async def _connect(self) -> WebSocket:
-        raise NotImplementedError
+        """Open the connection the ``async with`` block gets (the subclass says how)."""
 
     async def __aenter__(self) -> WebSocket:
         self._ws = await self._connect()
