@@ -615,3 +615,13 @@ async def _acknowledge_lifespan(receive: Receive, send: Send) -> None:
         elif event["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def __getattr__(name: str) -> Any:
+    # ``aiows.asgi.UvicornWebSocket`` is imported on first use: importing aiows.asgi
+    # must not import uvicorn, an optional dependency.
+    if name == "UvicornWebSocket":
+        from .uvicorn import UvicornWebSocket
+
+        return UvicornWebSocket
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

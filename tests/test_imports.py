@@ -49,7 +49,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "aiows.backends.redis",
         },
     ),
-    ("ASGI", {"aiows.asgi"}),
+    ("ASGI", {"aiows.asgi", "aiows.uvicorn"}),
     (
         "apps and face",
         {
