@@ -113,8 +113,8 @@ PAGE = """<!doctype html><meta charset="utf-8"><title>rooms</title>
 <p id="state">connecting</p><ul id="messages"></ul>
 <form id="form"><input id="text" autocomplete="off"><button id="send">send</button></form>
 <script>
-const room = location.hash.slice(1) || "lobby";
-let last = "";  // "&last=N&epoch=E" of the last message seen: resume from there
+const room = encodeURIComponent(location.hash.slice(1) || "lobby");
+let last = "";  // "last=N&epoch=E" of the last message seen: resume from there
 function show(m) {
   const li = document.createElement("li");
   li.textContent = m.text !== undefined ? `${m.from}: ${m.text}`
