@@ -42,9 +42,9 @@ from .hub import Hub, Presence
 from .hubstats import HubStats
 from .loop import run
 from .message import Message
-from .protocol import State
 from .resume import Resumer
 from .server import Handler, ProcessRequest, Server, serve
+from .state import State
 from .version import __version__
 
 __all__ = [

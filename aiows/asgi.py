@@ -27,8 +27,9 @@ from .connection import Messages, WebSocket
 from .exceptions import ConcurrencyError, ConnectionClosed
 from .http import Headers, Request, Response, check_token, error_response
 from .message import Message
-from .protocol import State, new_id
+from .protocol import new_id
 from .server import ProcessRequest, answer_of
+from .state import State
 
 if TYPE_CHECKING:
     from .member import Member

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
 from .frames import PLAIN, frame_header
 from .message import Message
-from .protocol import State
+from .state import State
 
 if TYPE_CHECKING:
     from .http import Request
@@ -61,11 +61,14 @@ class WebSocket(Messages):
         "_inbox",
         "_low_water",
         "_max_queue",
+        "_outbox",
         "_parts",
         "_protocol",
         "_text",
         "_throttled",
         "_waiter",
+        "flush",
+        "queue_frame",
         "request",
     )
 
@@ -83,6 +86,17 @@ class WebSocket(Messages):
         self._max_queue = protocol.config.max_queue
         self._low_water = self._max_queue // 4
         self._throttled = False
+        # The hub's hot path (once per member per broadcast) calls these: bound here,
+        # they cost one call rather than two.
+        self._outbox = protocol.outbox
+        #: ``queue_frame(frame) -> bool``: queue a complete frame built elsewhere, in
+        #: :attr:`frame_format`, after what is queued; it leaves in one write with the
+        #: frames queued in the same loop turn (at once past 16 KiB). True when the
+        #: queue was empty: the caller must call :attr:`flush` later.
+        self.queue_frame: Callable[[bytes], bool] = self._outbox.queue
+        #: ``flush()``: write the queued frames in one write (unless a fragmented
+        #: message is under way).
+        self.flush: Callable[[], None] = self._outbox.flush
         protocol.receiver = self
 
     # ------------------------------------------------------------------ description
@@ -212,7 +226,7 @@ class WebSocket(Messages):
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
         protocol.send_data(message)
-        if protocol.write_paused:
+        if protocol.outbox.paused:
             await protocol.drain()
 
     async def ping(self, data: bytes | None = None) -> float:
@@ -258,12 +272,12 @@ class WebSocket(Messages):
         Frames queued for the end of the loop turn and the transport's write buffer; the
         hub's slow-consumer policy compares it with ``buffer_limit``.
         """
-        return self._protocol.write_buffer_size()
+        return self._outbox.pending()
 
     @property
     def write_paused(self) -> bool:
         """True while the write buffer is above ``write_limit`` (``send()`` then waits)."""
-        return self._protocol.write_paused
+        return self._outbox.paused
 
     @property
     def frame_format(self) -> int | None:
@@ -274,15 +288,6 @@ class WebSocket(Messages):
         which masks them, or compression that keeps its context between messages).
         """
         return self._protocol.frame_format
-
-    def queue_frame(self, frame: bytes) -> bool:
-        """Queue a complete frame built elsewhere, in :attr:`frame_format`.
-
-        It goes out after what is queued, in one write with the frames queued in the same
-        loop turn (at once past 16 KiB). Returns True when the queue was empty: the caller
-        must call :meth:`flush` later.
-        """
-        return self._protocol.queue_frame(frame)
 
     def send_nowait(self, message: Message) -> int:
         """Send ``message`` now, without waiting for the write buffer to drain.
@@ -301,13 +306,9 @@ class WebSocket(Messages):
             return size + len(frame_header(size, 0))
         # Encoded now, in the order it is queued: a compression context needs both.
         frame = protocol.encode_data(message, True)
-        if protocol.queue_frame(frame):
-            protocol.loop.call_soon(protocol.flush)
+        if self._outbox.queue(frame):
+            protocol.loop.call_soon(self._outbox.flush)
         return len(frame)
-
-    def flush(self) -> None:
-        """Write the queued frames in one write (unless a fragmented message is under way)."""
-        self._protocol.flush()
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its low-water mark.

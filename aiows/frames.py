@@ -21,6 +21,7 @@ __all__ = [
     "encode_frame",
     "encode_frame_as",
     "encode_masked",
+    "encode_parts",
     "frame_header",
     "unmask",
 ]
@@ -113,6 +114,17 @@ def encode_masked(
     header = frame_header(len(payload), op | 0x80 if fin else op)
     key = os.urandom(4)
     return bytes((header[0], header[1] | 0x80)) + header[2:] + key, unmask(payload, key)
+
+
+def encode_parts(
+    data: str | bytes, fin: bool, opcode: int | None, masked: bool
+) -> tuple[bytes, bytes]:
+    """Return the header and the payload of an uncompressed data frame, apart (a large
+    payload is then written without a copy to join them); ``masked`` as a client sends it."""
+    if masked:
+        return encode_masked(data, fin, opcode)
+    payload, op = _payload(data, opcode)
+    return frame_header(len(payload), op | 0x80 if fin else op), payload
 
 
 def encode_frame_as(data: str | bytes, frame_format: int) -> bytes:

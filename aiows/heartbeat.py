@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .protocol import Protocol, State
+from .protocol import Protocol
+from .state import State
 
 __all__ = ["Heartbeat"]
 
@@ -148,10 +149,10 @@ class Heartbeat:
         we do not hear the peer, never why it takes none of our bytes (an echo handler
         blocked in ``send()`` is exactly the case of a peer that stopped reading).
         """
-        if self.timeout is None or not protocol.write_paused:
+        if self.timeout is None or not protocol.outbox.paused:
             self._stalls.pop(protocol, None)
             return False
-        delivered = protocol.bytes_delivered()
+        delivered = protocol.outbox.delivered()
         stall = self._stalls.get(protocol)
         if stall is None or delivered > stall[1]:  # the socket took bytes: progress
             self._stalls[protocol] = (now, delivered)

@@ -45,8 +45,8 @@ from .hubstats import HubStats, percentile
 from .member import Member
 from .message import Message
 from .presence import Listeners, Presence
-from .protocol import State
 from .replay import Link, Resumes
+from .state import State
 
 __all__ = ["Hub", "Policy", "Presence"]
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from .http import Request
     from .message import Message
-    from .protocol import State
+    from .state import State
 
 __all__ = ["Member"]
 

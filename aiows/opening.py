@@ -20,6 +20,7 @@ from .adapter import Extension
 from .config import Config
 from .exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
 from .http import HTTPError, Request, Response, error_response, parse_request
+from .outbox import Outbox
 
 __all__ = ["Glue", "Opening"]
 
@@ -35,10 +36,10 @@ class Glue(Interface):
     remote_address: tuple[str, int] | None
     transport: asyncio.Transport | None
     subprotocol: str | None
+    outbox: Outbox
 
     def pause_reading(self) -> None: ...
     def reject(self, response: Response) -> None: ...
-    def _write(self, data: bytes) -> None: ...
     def _open(self, extensions: list[Extension], trailing: bytes) -> None: ...
     def _enter_closing(self) -> None: ...
 
@@ -122,7 +123,7 @@ class Opening:
             protocol.reject(refused.response)
             raise InvalidHandshake(refused.reason)
         answer, extensions = handshake.accept(request, subprotocol, headers, protocol.config)
-        protocol._write(answer)
+        protocol.outbox.write(answer)
         protocol.subprotocol = subprotocol
         protocol._open(extensions, self._trailing)
 
@@ -140,7 +141,7 @@ class Opening:
         protocol = self._protocol
         self._handshake = handshake.ClientHandshake()
         self.opened = loop.create_future()
-        protocol._write(
+        protocol.outbox.write(
             self._handshake.request(host, target, subprotocols, headers, protocol.config)
         )
         return self.opened

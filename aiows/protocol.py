@@ -1,9 +1,10 @@
 """One ``asyncio.Protocol`` per TCP connection: the asyncio glue of a WebSocket.
 
-Transport callbacks, the outbox and write coalescing, read and write flow control, the
-open and close timers, ping bookkeeping and the connection's lifecycle (:class:`State`,
-whose moves :data:`TRANSITIONS` allows). Beside it: the opening phase's bytes and
-waiting in :mod:`aiows.opening`, the pings awaiting pongs in :mod:`aiows.pings`. The
+Transport callbacks, read and write flow control, the open and close timers, ping
+bookkeeping and the connection's lifecycle (:class:`~aiows.state.State`, whose moves
+:data:`~aiows.state.TRANSITIONS` allows). Beside it: the opening phase's bytes and
+waiting in :mod:`aiows.opening`, the frames on their way to the socket in
+:mod:`aiows.outbox`, the pings awaiting pongs in :mod:`aiows.pings`. The
 rest lives below, without I/O: frames and the fast reader in :mod:`aiows.frames`, the
 handshake's decisions in :mod:`aiows.handshake`, and wsproto, the state machine for
 everything else, behind :mod:`aiows.adapter`. It knows nothing of applications: it
@@ -14,7 +15,6 @@ messages to send from it.
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 import logging
 import os
@@ -38,10 +38,12 @@ from .adapter import (
 )
 from .config import Config
 from .exceptions import ConnectionClosed
-from .frames import PLAIN, FastReader, encode_frame, encode_frame_as, encode_masked, frame_header
+from .frames import PLAIN, FastReader, encode_frame, encode_frame_as, encode_parts, frame_header
 from .http import Request, Response
 from .opening import Opening
+from .outbox import COALESCE, Outbox
 from .pings import Pings
+from .state import TRANSITIONS, State
 
 __all__ = [
     "PLAIN",
@@ -66,28 +68,8 @@ def new_id() -> int:
     return next(_ids)
 
 
-#: Frames smaller than this wait for the end of the loop turn to be written together.
-_COALESCE = 16384
 #: Bytes per second inside a frame that count as the peer's progress for keepalive.
 PROGRESS_RATE = 2**16
-
-
-class State(enum.IntEnum):
-    """The life of a connection (RFC 6455 §4 and §7)."""
-
-    CONNECTING = 0
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
-
-
-#: The legal moves between states, written down once.
-TRANSITIONS: dict[State, frozenset[State]] = {
-    State.CONNECTING: frozenset({State.OPEN, State.CLOSING, State.CLOSED}),
-    State.OPEN: frozenset({State.CLOSING, State.CLOSED}),
-    State.CLOSING: frozenset({State.CLOSED}),
-    State.CLOSED: frozenset(),
-}
 
 
 class Receiver(Interface):
@@ -108,31 +90,26 @@ class Protocol(asyncio.Protocol):
         "_close_sent",
         "_closed",
         "_conn",
-        "_drain_waiters",
         "_failed",
         "_fast_read",
-        "_format",
-        "_fragmenting",
         "_held_for_pongs",
         "_on_lost",
         "_opening",
-        "_outbox",
-        "_outbox_size",
         "_pings",
         "_reader",
         "_reading_paused",
         "_received",
-        "_state",
         "_timer",
         "_uncompressed",
-        "_write_paused",
-        "_written",
         "client",
         "config",
         "id",
         "latency",
         "loop",
+        "outbox",
         "receiver",
+        "state",
+        "frame_format",
         "remote_address",
         "subprotocol",
         "transport",
@@ -150,7 +127,10 @@ class Protocol(asyncio.Protocol):
         self.client = client
         self.loop = asyncio.get_running_loop()
         self.id = new_id()
-        self._state = State.CONNECTING
+        #: Where the connection is in its life; read it, never assign it: it only moves
+        #: through :meth:`_move_to`, as :data:`TRANSITIONS` allows. (A plain attribute,
+        #: not a property: the hub reads it for every member of every broadcast.)
+        self.state = State.CONNECTING
         self.transport: asyncio.Transport | None = None
         self.remote_address: tuple[str, int] | None = None
         self.receiver: Receiver | None = None
@@ -166,21 +146,19 @@ class Protocol(asyncio.Protocol):
         self._close_rcvd: tuple[int, str] | None = None
         self._close_sent: tuple[int, str] | None = None
         self._pings: Pings | None = None
-        self._drain_waiters: list[asyncio.Future[None]] | None = None
         # Reading is paused while the application's inbox is full, and held while pongs
         # wait for a write buffer above write_limit (see "flow control" below).
         self._reading_paused = False
         self._held_for_pongs = False
-        self._write_paused = False
-        self._written = 0
         # The peer broke the protocol and we closed (RFC 6455 §7.1.7): ignore its bytes.
         self._failed = False
         # No permessage-deflate: frames are encoded here, without wsproto.
         self._uncompressed = False
-        self._format: int | None = None
-        self._outbox: list[bytes] | None = None
-        self._outbox_size = 0
-        self._fragmenting = False
+        #: Which shared frames are valid here: :data:`PLAIN`, a deflate window, or
+        #: ``None`` (frames built for this connection alone: a client, or compression
+        #: that keeps its context between messages). Set when the connection opens.
+        self.frame_format: int | None = None
+        self.outbox: Outbox = Outbox()
         self._activity = True
         self._received = 0
         # The opening timer counts from the TCP accept, TLS handshake included.
@@ -190,16 +168,11 @@ class Protocol(asyncio.Protocol):
         self._fast_read = False
         self._reader = FastReader(client=client, max_size=config.max_size)
 
-    @property
-    def state(self) -> State:
-        """Where the connection is in its life; it only moves as :data:`TRANSITIONS` allows."""
-        return self._state
-
     def _move_to(self, state: State) -> None:
         """The one place the state changes; a move the table does not allow is a bug."""
-        if state not in TRANSITIONS[self._state]:
-            raise RuntimeError(f"conn {self.id}: no move from {self._state.name} to {state.name}")
-        self._state = state
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"conn {self.id}: no move from {self.state.name} to {state.name}")
+        self.state = state
 
     # ----------------------------------------------------------------- transport events
 
@@ -208,6 +181,7 @@ class Protocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.remote_address = tuple(peer[:2]) if isinstance(peer, tuple) else None
         transport.set_write_buffer_limits(high=self.config.write_limit)
+        self.outbox.transport = transport
         timeout = self.config.open_timeout
         if timeout is not None:
             timeout -= self.loop.time() - self._born
@@ -217,7 +191,7 @@ class Protocol(asyncio.Protocol):
         conn = self._conn
         if conn is None:
             # Refused or failed: what follows the handshake is not read.
-            if self._opening is not None and self._state is State.CONNECTING:
+            if self._opening is not None and self.state is State.CONNECTING:
                 self._opening.data_received(data)
             return
         if self._failed or conn.state is ConnectionState.CLOSED:
@@ -247,8 +221,8 @@ class Protocol(asyncio.Protocol):
             self._activity = True  # a control frame arrives whole
             if isinstance(event, Ping):
                 if conn.state is ConnectionState.OPEN:
-                    self._write(conn.send(event.response()))
-                    if self._write_paused:
+                    self.outbox.write(conn.send(event.response()))
+                    if self.outbox.paused:
                         self._hold_reading()
             elif isinstance(event, Pong):
                 latency = self._pings.answered(event.payload) if self._pings else None
@@ -270,14 +244,12 @@ class Protocol(asyncio.Protocol):
             self._opening.lost()
         if self.receiver is not None:
             self.receiver._receive_ended()
-        self._wake_drain_waiters()
+        self.outbox.close(self.closed_error)
         pings, self._pings = self._pings, None
         if pings is not None:
             pings.fail(self.closed_error)
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
-        self._outbox = None
-        self._outbox_size = 0
         if self._on_lost is not None:
             self._on_lost(self)
         for callback in self._callbacks or ():
@@ -294,14 +266,13 @@ class Protocol(asyncio.Protocol):
             self._callbacks.append(callback)
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.outbox.paused = True
 
     def resume_writing(self) -> None:
-        self._write_paused = False
         if self._held_for_pongs:
             self._held_for_pongs = False
             self._reading_changed(was_paused=True)
-        self._wake_drain_waiters()
+        self.outbox.resume()
 
     # ------------------------------------------------------------------- the handshake
 
@@ -345,7 +316,7 @@ class Protocol(asyncio.Protocol):
         opening, self._opening = self._opening, None  # its bytes are no longer needed
         self._conn = new_connection(self.client, extensions, self.config.max_size)
         self._uncompressed = not is_compressed(extensions)
-        self._format = frame_format(self.client, extensions)
+        self.frame_format = frame_format(self.client, extensions)
         self._fast_read = self._uncompressed
         self._cancel_timer()
         self._move_to(State.OPEN)
@@ -368,53 +339,27 @@ class Protocol(asyncio.Protocol):
     def send_data(self, data: str | bytes, fin: bool = True, opcode: int | None = None) -> None:
         """Write one data frame; ``opcode`` 0 sends a continuation frame.
 
-        Small final frames wait in the outbox until the end of the loop turn, so that
-        many of them become one write. Frames queued with :meth:`queue_frame` go
-        first; those queued while a fragmented message is being sent wait until its
-        last fragment.
+        Small final frames wait in the :attr:`outbox` until the end of the loop turn, so
+        that many of them become one write; larger ones and fragments leave at once.
         """
         if not isinstance(data, (str, bytes)):
             # Any bytes-like object goes out as its bytes: the len() of a memoryview
             # counts items, not bytes. The copy also frees the caller's buffer at once.
             data = bytes(data)
+        outbox = self.outbox
         if self._uncompressed:
-            if self.client:
-                header, payload = encode_masked(data, fin, opcode)
-            elif isinstance(data, str):
-                payload = data.encode()
-                header = frame_header(len(payload), (1 if opcode is None else opcode) | fin << 7)
-            else:
-                payload = data
-                header = frame_header(len(payload), (2 if opcode is None else opcode) | fin << 7)
-            if len(payload) >= _COALESCE or not fin or self._fragmenting:
-                self._write_now(header, payload, fin)
-                return
-            frame = header + payload
+            header, payload = encode_parts(data, fin, opcode, masked=self.client)
         else:
-            frame = self.encode_data(data, fin)
-            if len(frame) >= _COALESCE or not fin or self._fragmenting:
-                self._write_now(frame, b"", fin)
-                return
-        if self.queue_frame(frame):
-            self.loop.call_soon(self.flush)
-
-    def _write_now(self, head: bytes, body: bytes, fin: bool) -> None:
-        if self._outbox is not None and not self._fragmenting:
-            self.flush()
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(head)
-            if body:
-                transport.write(body)
-            self._written += len(head) + len(body)
-        self._fragmenting = not fin
-        if fin and self._outbox is not None:
-            self.flush()
+            header, payload = self.encode_data(data, fin), b""
+        if len(payload) + len(header) >= COALESCE or not fin or outbox.fragmenting:
+            outbox.write_frame(header, payload, fin)
+        elif outbox.queue(header + payload):
+            self.loop.call_soon(outbox.flush)
 
     def encode_data(self, data: str | bytes, fin: bool) -> bytes:
         """Encode one data frame with this connection's own compression context.
 
-        For a caller that queues the frame with :meth:`queue_frame` (a hub member whose
+        For a caller that queues the frame in the :attr:`outbox` (a hub member whose
         frames cannot be shared); the frame must be sent, and in order, since encoding
         it advanced the connection's compressor.
         """
@@ -427,64 +372,6 @@ class Protocol(asyncio.Protocol):
             event = BytesMessage(data=data, message_finished=fin)
         return conn.send(event)
 
-    def queue_frame(self, frame: bytes) -> bool:
-        """Queue a complete frame encoded elsewhere; :meth:`flush` writes the queue at once.
-
-        Many small frames queued in one loop turn thus become one ``transport.write``
-        (a queue that reaches 16 KiB is written at once). Returns True when the queue
-        was empty (the caller should arrange a flush).
-        """
-        outbox = self._outbox
-        self._outbox_size += len(frame)
-        if outbox is None:
-            self._outbox = [frame]
-            return True
-        outbox.append(frame)
-        if self._outbox_size >= _COALESCE:
-            # Coalescing gains nothing past this; hand it to the socket now, so that the
-            # write buffer measures what the peer has not taken, not our own backlog.
-            self.flush()
-        return False
-
-    def flush(self) -> None:
-        """Write the queued frames in one write, unless a fragmented message is under way."""
-        outbox = self._outbox
-        if outbox is None or self._fragmenting:
-            return
-        self._outbox = None
-        self._outbox_size = 0
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
-        transport.write(data)
-        self._written += len(data)
-
-    @property
-    def frame_format(self) -> int | None:
-        """Which shared frames are valid here: :data:`PLAIN`, a deflate window, or None.
-
-        ``None`` means frames must be built for this connection alone (a client, or
-        compression that keeps its context between messages).
-        """
-        return self._format
-
-    @property
-    def write_paused(self) -> bool:
-        """True while the write buffer is above ``write_limit``."""
-        return self._write_paused
-
-    def bytes_delivered(self) -> int:
-        """Return how many bytes the socket has taken from us so far (a progress count:
-        unlike the buffer's size, it grows even while the application keeps it full)."""
-        buffered = self.transport.get_write_buffer_size() if self.transport else 0
-        return self._written - buffered
-
-    def write_buffer_size(self) -> int:
-        """Return the bytes waiting to be written: the transport's buffer and the queue."""
-        queued = self._outbox_size
-        return queued + self.transport.get_write_buffer_size() if self.transport else queued
-
     async def drain(self) -> None:
         """Wait until the write buffer is below its low-water mark.
 
@@ -492,30 +379,7 @@ class Protocol(asyncio.Protocol):
         """
         if self.state is State.CLOSED:
             raise self.closed_error()
-        if not self._write_paused:
-            return
-        waiter = self.loop.create_future()
-        if self._drain_waiters is None:
-            self._drain_waiters = []
-        self._drain_waiters.append(waiter)
-        await waiter
-
-    def _wake_drain_waiters(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                if self.state is State.CLOSED:
-                    waiter.set_exception(self.closed_error())
-                    waiter.exception()
-                else:
-                    waiter.set_result(None)
-
-    def _write(self, data: bytes) -> None:
-        if self._outbox is not None and not self._fragmenting:
-            self.flush()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-            self._written += len(data)
+        await self.outbox.drain()
 
     # ---------------------------------------------------------------- ping and pong
 
@@ -528,7 +392,7 @@ class Protocol(asyncio.Protocol):
             self._pings = Pings()
         self._pings.sent(payload, waiter)
         assert self._conn is not None
-        self._write(self._conn.send(Ping(payload=payload)))
+        self.outbox.write(self._conn.send(Ping(payload=payload)))
         return waiter
 
     # -------------------------------------------------------------------- closing
@@ -541,7 +405,7 @@ class Protocol(asyncio.Protocol):
         conn = self._conn
         if self.state is not State.OPEN or conn is None or conn.state is not ConnectionState.OPEN:
             return
-        self._write(conn.send(CloseConnection(code=code, reason=reason)))
+        self.outbox.write(conn.send(CloseConnection(code=code, reason=reason)))
         self._close_sent = (code, reason)
         self._enter_closing()
 
@@ -551,7 +415,7 @@ class Protocol(asyncio.Protocol):
         if conn.state is ConnectionState.REMOTE_CLOSING:
             self._close_rcvd = (event.code, event.reason or "")
             reply = event.response()
-            self._write(conn.send(reply))
+            self.outbox.write(conn.send(reply))
             self._close_sent = (reply.code, reply.reason or "")
         elif conn.state is ConnectionState.CLOSED:
             self._close_rcvd = (event.code, event.reason or "")
@@ -569,7 +433,7 @@ class Protocol(asyncio.Protocol):
         conn = self._conn
         assert conn is not None
         if conn.state is ConnectionState.OPEN:
-            self._write(conn.send(CloseConnection(code=code, reason=reason[:100])))
+            self.outbox.write(conn.send(CloseConnection(code=code, reason=reason[:100])))
             self._close_sent = (code, reason)
         self._failed = True
         self._enter_closing()
@@ -684,7 +548,7 @@ class Protocol(asyncio.Protocol):
         """True while reading is paused because the application is busy.
 
         Not while it is paused for a peer that does not read its pongs: that silence
-        is the peer's doing (see :attr:`write_paused`).
+        is the peer's doing (see :attr:`~aiows.outbox.Outbox.paused`).
         """
         return self._reading_paused
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from .history import History
 from .member import Member
 from .message import Message
-from .protocol import State
+from .state import State
 
 __all__ = ["HOLD_LIMIT", "Link", "Resume", "Resumes"]
 

@@ -24,7 +24,8 @@ from .connection import WebSocket
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .heartbeat import Heartbeat
 from .http import Request, Response, check_header, check_token, error_response, for_request
-from .protocol import Protocol, State
+from .protocol import Protocol
+from .state import State
 from .version import __version__
 
 __all__ = ["Handler", "ProcessRequest", "Server", "serve"]

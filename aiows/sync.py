@@ -32,7 +32,7 @@ from .client import connect
 from .connection import Message, WebSocket
 from .exceptions import ConnectionClosedOK
 from .loop import loop_factory
-from .protocol import State
+from .state import State
 
 __all__ = ["SyncWebSocket", "create_connection"]
 

@@ -188,7 +188,7 @@ async def test_echo_peer_that_never_reads_is_closed_although_our_reading_is_paus
         ws = server.connections[0]
         sender = asyncio.create_task(keep_sending_big(raw))
         try:
-            await wait_for(lambda: ws.protocol.reading_paused and ws.protocol.write_paused)
+            await wait_for(lambda: ws.protocol.reading_paused and ws.protocol.outbox.paused)
             await asyncio.wait_for(ws.wait_closed(), TIMEOUT * 2)
         finally:
             sender.cancel()
@@ -228,7 +228,7 @@ async def test_slow_reader_that_makes_progress_is_kept_while_our_reading_is_paus
         for i in range(4):  # its inbox fills: we stop reading from the peer
             raw.send(frame(str(i).encode()))
         await wait_for(lambda: bool(served) and served[0].protocol.reading_paused)
-        await wait_for(lambda: served[0].protocol.write_paused)
+        await wait_for(lambda: served[0].protocol.outbox.paused)
         for _ in range(32):  # a slow reader: one frame now and then, never a long stall
             raw.writer.transport.resume_reading()
             got = await raw.read_data_frame()

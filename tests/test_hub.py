@@ -229,7 +229,7 @@ async def test_small_frames_in_one_turn_are_one_write() -> None:
         for i in range(10):
             r.hub.broadcast(f"m{i}")
         assert writes == []  # queued, written at the end of this loop turn
-        assert member.protocol.write_buffer_size() == sum(len(f"m{i}") + 2 for i in range(10))
+        assert member.protocol.outbox.pending() == sum(len(f"m{i}") + 2 for i in range(10))
         assert [await recv(c) for _ in range(10)] == [f"m{i}" for i in range(10)]
         assert len(writes) == 1
         assert writes[0] == b"".join(encode_frame(f"m{i}") for i in range(10))
@@ -366,10 +366,10 @@ async def _long_broadcast(
     peak = 0
     for i in range(count):
         hub.broadcast(i.to_bytes(4, "big") + b"x" * (size - 4))
-        peak = max(peak, slow.protocol.write_buffer_size())
+        peak = max(peak, slow.protocol.outbox.pending())
         await asyncio.sleep(0)
         for ws in healthy:
-            if ws.protocol.write_paused:
+            if ws.protocol.outbox.paused:
                 await ws.protocol.drain()
     return peak
 
@@ -475,11 +475,11 @@ async def test_wait_policy_delivers_everything_in_order_with_bounded_memory() ->
             nonlocal peak
             for i in range(count):
                 await hub.publish(i.to_bytes(4, "big") + b"y" * (SIZE - 4))
-                peak = max(peak, slow.protocol.write_buffer_size())
+                peak = max(peak, slow.protocol.outbox.pending())
 
         task = asyncio.create_task(producer())
         # The slow client reads late: the producer waits for it rather than drop.
-        await wait_for(lambda: slow.protocol.write_paused)
+        await wait_for(lambda: slow.protocol.outbox.paused)
         got = []
         while len(got) < count:
             frame = await raw.read_data_frame()

@@ -26,12 +26,16 @@ LAYERS: list[tuple[str, set[str]]] = [
             "aiows.config",
             "aiows.loop",
             "aiows.version",
+            "aiows.state",
         },
     ),
     ("http", {"aiows.http"}),
     ("frames and the wsproto adapter", {"aiows.frames", "aiows.adapter", "aiows.extensions"}),
     ("handshake", {"aiows.handshake"}),
-    ("protocol", {"aiows.protocol", "aiows.opening", "aiows.pings", "aiows.heartbeat"}),
+    (
+        "protocol",
+        {"aiows.protocol", "aiows.opening", "aiows.outbox", "aiows.pings", "aiows.heartbeat"},
+    ),
     ("connection and the hub's member interface", {"aiows.connection", "aiows.member"}),
     ("server and client", {"aiows.server", "aiows.client", "aiows.proxy", "aiows.sync"}),
     (

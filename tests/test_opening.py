@@ -37,6 +37,7 @@ class Glue:
         self.rejected: list[Response] = []
         self.opened: list[bytes] = []
         self.paused = self.closing = False
+        self.outbox = self  # what is written to the socket is recorded below
 
     def pause_reading(self) -> None:
         self.paused = True
@@ -44,7 +45,7 @@ class Glue:
     def reject(self, response: Response) -> None:
         self.rejected.append(response)
 
-    def _write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         self.written.append(data)
 
     def _open(self, extensions: list[Extension], trailing: bytes) -> None:

@@ -6,10 +6,12 @@ buffer that never reads, so that the server's writes back up for real.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import socket
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import websockets
@@ -44,11 +46,11 @@ async def test_ping_flood_from_a_peer_that_never_reads_stays_bounded() -> None:
         # Until the server stops taking the pings (or has taken them all).
         while still < 50 and transport.get_write_buffer_size():
             await asyncio.sleep(0.01)
-            peak = max(peak, protocol.write_buffer_size())
+            peak = max(peak, protocol.outbox.pending())
             size = transport.get_write_buffer_size()
             still = still + 1 if size == last else 0
             last = size
-        peak = max(peak, protocol.write_buffer_size())
+        peak = max(peak, protocol.outbox.pending())
         assert peak <= limit + READ_SIZE, f"{peak} bytes of pongs buffered"
         assert transport.get_write_buffer_size() > 0, "the server read every ping"
         await assert_others_served(server)
@@ -74,9 +76,9 @@ async def test_pause_for_pongs_and_for_a_full_inbox_combine() -> None:
         shrink_send_buffer(ws)
         pings = frame(b"p" * 125, opcode=0x9) * group  # more than one read
         raw.writer.write(b"".join(pings + frame(b"m%d" % i) for i in range(messages)))
-        await wait_for(lambda: ws.protocol.write_paused)
+        await wait_for(lambda: ws.protocol.outbox.paused)
         await asyncio.sleep(0.3)
-        assert ws.protocol.write_buffer_size() <= limit + READ_SIZE
+        assert ws.protocol.outbox.pending() <= limit + READ_SIZE
         # The peer reads the first group's pongs: the write buffer empties, but the
         # inbox holds m0, so reading stays paused.
         raw.writer.transport.resume_reading()
@@ -111,7 +113,7 @@ async def fill_window(server: aiows.Server) -> tuple[RawClient, aiows.WebSocket]
     shrink_send_buffer(ws)
     protocol = ws.protocol
     for _ in range(3):  # full, and still full a little later: nothing moves
-        await wait_for(lambda: protocol.write_paused)
+        await wait_for(lambda: protocol.outbox.paused)
         await asyncio.sleep(0.1)
     return raw, ws
 
@@ -192,14 +194,35 @@ async def test_state_moves_only_as_the_table_allows() -> None:
     assert protocol.state is State.CLOSING
     with pytest.raises(RuntimeError, match="no move from CLOSING to OPEN"):
         protocol._move_to(State.OPEN)
-    with pytest.raises(AttributeError):
-        protocol.state = State.OPEN  # type: ignore[misc]
     wire.end.abort()
     await wait_for(lambda: protocol.state is State.CLOSED)
     for state in State:
         if state is not State.CLOSED:
             assert State.CLOSED in TRANSITIONS[state]
     assert not TRANSITIONS[State.CLOSED]
+
+
+def test_only_move_to_assigns_the_state() -> None:
+    """``Protocol.state`` is a plain attribute (the hub reads it per member per
+    broadcast); every assignment to a ``.state`` in aiows is in ``_move_to``."""
+    writers = []
+    for path in sorted(Path(aiows.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                targets = (
+                    node.targets
+                    if isinstance(node, ast.Assign)
+                    else [node.target]
+                    if isinstance(node, (ast.AnnAssign, ast.AugAssign))
+                    else []
+                )
+                for target in targets:
+                    if isinstance(target, ast.Attribute) and target.attr == "state":
+                        writers.append(f"{path.name}:{function.name}")
+    assert sorted(set(writers)) == ["protocol.py:__init__", "protocol.py:_move_to"]
 
 
 async def test_bytes_after_a_refused_handshake_are_not_read_as_a_request() -> None:
@@ -220,8 +243,8 @@ async def test_encode_data_frames_with_the_connections_own_context_can_be_queued
     async def handler(ws: aiows.WebSocket) -> None:
         protocol = ws.protocol
         for text in ("one", "two" * 100, "three"):  # context kept from frame to frame
-            protocol.queue_frame(protocol.encode_data(text, True))
-        protocol.flush()
+            protocol.outbox.queue(protocol.encode_data(text, True))
+        protocol.outbox.flush()
         await ws.recv()
 
     async with running(handler) as server:

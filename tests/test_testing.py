@@ -175,7 +175,7 @@ async def test_backpressure_reaches_the_sender() -> None:
 
     sent = 0
     async with aiows.testing.connect(slow, max_queue=2, write_limit=4096) as ws:
-        while not ws.protocol.write_paused:
+        while not ws.protocol.outbox.paused:
             assert sent < 1000, "the writer was never paused"
             ws.protocol.send_data("x" * 1024)
             sent += 1
@@ -210,7 +210,7 @@ async def test_the_hub_closes_a_slow_in_memory_client_as_over_tcp() -> None:
                 peak = 0
                 for _ in range(100):  # random bytes: compression cannot shrink them
                     hub.broadcast(os.urandom(size))
-                    peak = max(peak, slow_side.protocol.write_buffer_size())
+                    peak = max(peak, slow_side.protocol.outbox.pending())
                     assert len(await asyncio.wait_for(fast.recv(), TIMEOUT)) == size
                 assert slow.protocol.reading_paused
                 await asyncio.wait_for(slow_side.wait_closed(), TIMEOUT)
