@@ -118,6 +118,8 @@ def frame_format(client: bool, extensions: Sequence[Extension]) -> int | None:
         return None
     for extension in extensions:
         if isinstance(extension, PerMessageDeflate):
+            if isinstance(extension, BoundedDeflate) and not extension.deflates:
+                return PLAIN  # every frame we send is plain
             if extension.server_no_context_takeover:
                 return extension.server_max_window_bits
             return None
@@ -189,16 +191,31 @@ class SizeLimit(Extension):
 
 
 class BoundedDeflate(PerMessageDeflate):
-    """permessage-deflate (RFC 7692) that never inflates a message past ``max_size``.
+    """permessage-deflate (RFC 7692) that never inflates a message past ``max_size``,
+    with aiows's window sizes, zlib ``mem_level`` and ``threshold``.
 
     A compressed frame is refused at its header when it is longer than
     :func:`deflate_bound` of what the message may still inflate to.
+
+    Memory: a compressor takes about ``2**(bits + 2) + 2**(mem_level + 9)`` bytes plus
+    6 KiB of zlib state (15 bits and memLevel 8: 265 KiB; 12 and 5: 41 KiB), an inflater
+    ``2**bits`` plus 4 KiB; each is created on first use. A message whose first frame
+    is final and shorter than ``threshold`` bytes goes out uncompressed (RSV1 clear,
+    RFC 7692 §6): a connection that only sends such messages never builds a compressor.
+
+    The window sizes: ``client_max_window_bits`` and ``server_max_window_bits`` are what
+    this side wants (9 to 15); :meth:`offer` (client), :meth:`accept` (server) and
+    :meth:`finalize` (client, the server's answer) settle the agreed ones, which
+    wsproto's attributes of the same names then hold. A peer that limits our window to
+    8 bits (zlib cannot deflate with it) gets every message uncompressed.
 
     Assumptions (wsproto 1.x ``PerMessageDeflate``): its per-message state lives in
     ``_inbound_compressed`` (RSV1 of the message's first frame, None between
     messages) and ``_inbound_is_compressible`` (False for a control frame); it inflates
     with ``_decompressor`` and deflates with ``_compressor``, each created on first use
-    when None. ``tests/test_adapter.py`` checks each of these names.
+    when None; the window sizes it compresses and inflates with are its
+    ``client_max_window_bits`` and ``server_max_window_bits``. ``tests/test_adapter.py``
+    checks each of these names.
     """
 
     def __init__(
@@ -207,13 +224,108 @@ class BoundedDeflate(PerMessageDeflate):
         *,
         client_no_context_takeover: bool = False,
         server_no_context_takeover: bool = False,
+        client_max_window_bits: int = 15,
+        server_max_window_bits: int = 15,
+        mem_level: int = 8,
+        threshold: int | None = None,
     ) -> None:
         super().__init__(
             client_no_context_takeover=client_no_context_takeover,
             server_no_context_takeover=server_no_context_takeover,
+            client_max_window_bits=client_max_window_bits,
+            server_max_window_bits=server_max_window_bits,
         )
         self.max_size = max_size
         self._budget = max_size
+        self.mem_level = mem_level
+        # Messages shorter than this go out uncompressed; 0: every message is compressed.
+        self.threshold = threshold or 0
+        self._wanted = (client_max_window_bits, server_max_window_bits)
+        self._deflating = True  # False when the peer allows us only an 8-bit window
+        self._plain_message = False  # the message being sent goes out uncompressed
+        self._in_frame = False  # between a data frame's header and its end
+
+    # ------------------------------------------------------------------ negotiation
+
+    def offer(self) -> str:
+        """The client's offer: ``client_max_window_bits`` (the window we deflate with,
+        which the server may lower) and ``client_no_context_takeover`` if set."""
+        wanted = self._wanted[0]
+        parameters = ["client_max_window_bits" + ("" if wanted == 15 else f"={wanted}")]
+        if self.client_no_context_takeover:
+            parameters.append("client_no_context_takeover")
+        return "; ".join(parameters)
+
+    def accept(self, offer: str) -> str | None:
+        """The server's answer to one offer (RFC 7692 §7.1), or None to decline it.
+
+        ``server_max_window_bits`` is the smaller of the client's limit and ours,
+        announced when offered or under 15. ``client_max_window_bits`` is answered only when
+        offered, with the smaller of the client's value and ours; a client that did not
+        offer it may deflate with 15 bits, which our inflater then takes. Both
+        ``no_context_takeover`` parameters are granted when asked for. An offer with an
+        unknown, repeated or invalid parameter is declined. Nothing changes on decline.
+        """
+        params = _parameters(offer)
+        if params is None:
+            return None
+        server_bits = min(_bits(params.get("server_max_window_bits"), 15), self._wanted[1])
+        answer = []
+        client_no_context = "client_no_context_takeover" in params
+        server_no_context = self.server_no_context_takeover or (
+            "server_no_context_takeover" in params
+        )
+        if server_no_context:
+            answer.append("server_no_context_takeover")
+        if client_no_context:
+            answer.append("client_no_context_takeover")
+        if server_bits < 15 or "server_max_window_bits" in params:
+            # Offered, it must be answered (RFC 7692 §7.1.2.1); else it is a courtesy.
+            answer.append(f"server_max_window_bits={server_bits}")
+        client_bits = 15
+        if "client_max_window_bits" in params:
+            client_bits = min(_bits(params["client_max_window_bits"], 15), self._wanted[0])
+            if client_bits < 15:
+                answer.append(f"client_max_window_bits={client_bits}")
+        self._settle(client_no_context, server_no_context, client_bits, server_bits)
+        self._deflating = server_bits > 8
+        return "; ".join(answer)
+
+    def finalize(self, offer: str) -> None:
+        """Take the server's answer (client side). Raises ``ValueError`` for an answer
+        that is not a valid one to our offer (RFC 7692 §7.1.2.2: fail the connection)."""
+        params = _parameters(offer)
+        if params is None:
+            raise ValueError(f"invalid permessage-deflate answer: {offer!r}")
+        client_bits = self._wanted[0]
+        if "client_max_window_bits" in params:
+            value = params["client_max_window_bits"]
+            if value is None or int(value) > client_bits:
+                raise ValueError(f"client_max_window_bits={value} not offered")
+            client_bits = int(value)
+        self._settle(
+            self.client_no_context_takeover or "client_no_context_takeover" in params,
+            self.server_no_context_takeover or "server_no_context_takeover" in params,
+            client_bits,
+            _bits(params.get("server_max_window_bits"), 15),
+        )
+        self._deflating = client_bits > 8
+
+    def _settle(
+        self, client_no_context: bool, server_no_context: bool, client_bits: int, server_bits: int
+    ) -> None:
+        self.client_no_context_takeover = client_no_context
+        self.server_no_context_takeover = server_no_context
+        # wsproto's setters refuse 8: an inflater with 9 bits reads an 8-bit stream, and
+        # our deflater never runs with 8 (see deflates).
+        self.client_max_window_bits = max(client_bits, 9)
+        self.server_max_window_bits = max(server_bits, 9)
+        self._enabled = True  # wsproto's flag, which its own accept and finalize set
+
+    @property
+    def deflates(self) -> bool:
+        """False when the peer allowed us only an 8-bit window: nothing is compressed."""
+        return self._deflating
 
     def frame_inbound_header(
         self,
@@ -230,7 +342,15 @@ class BoundedDeflate(PerMessageDeflate):
             self._inbound_is_compressible = False
             return CloseReason.PROTOCOL_ERROR if rsv.rsv1 else _NO_RSV
         if opcode is not Opcode.CONTINUATION:
+            if self._inbound_compressed is not None and not self._in_frame:
+                # A new message before the last one's final fragment (RFC 6455 §5.4):
+                # said here, before its bytes are inflated as the last one's would be
+                # and fail as bad data (1007) instead.
+                return CloseReason.PROTOCOL_ERROR
             self._budget = self.max_size
+        # wsproto calls this again for the same header when its masking key had not
+        # arrived yet; the second call must not see it as a new message.
+        self._in_frame = True
         result = super().frame_inbound_header(proto, opcode, rsv, payload_length)
         budget = self._budget
         if (
@@ -252,6 +372,7 @@ class BoundedDeflate(PerMessageDeflate):
     def frame_inbound_complete(
         self, proto: FrameDecoder | FrameProtocol, fin: bool
     ) -> bytes | CloseReason | None:
+        self._in_frame = False
         # A control frame may arrive between the fragments of a compressed message:
         # it must not end that message's state (wsproto's own extension resets it).
         if not fin or not self._inbound_is_compressible:
@@ -276,12 +397,25 @@ class BoundedDeflate(PerMessageDeflate):
         data: bytes,
         fin: bool,
     ) -> tuple[RsvBits, bytes]:
-        if self._compressor is None and opcode in (Opcode.TEXT, Opcode.BINARY):
-            # wsproto compresses at zlib's default level 6; level 1 costs a fraction
-            # of the CPU for most of the gain on WebSocket traffic.
-            bits = self.client_max_window_bits if proto.client else self.server_max_window_bits
-            self._compressor = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, -bits)
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            # Decided once per message, at its first frame: its other fragments follow
+            # (RSV1 is only ever set on the first frame). A fragmented message's size is
+            # unknown here, so it is compressed.
+            self._plain_message = not self._deflating or (fin and len(data) < self.threshold)
+            if not self._plain_message and self._compressor is None:
+                self._compressor = self._new_compressor(proto.client)
+        elif opcode is not Opcode.CONTINUATION:
+            return rsv, data  # a control frame
+        if self._plain_message:
+            return rsv, data
         return super().frame_outbound(proto, opcode, rsv, data, fin)
+
+    def _new_compressor(self, client: bool) -> zlib._Compress:
+        # wsproto compresses at zlib's default level 6 and memLevel 8; level 1 costs a
+        # fraction of the CPU for most of the gain on WebSocket traffic, and a small
+        # memLevel most of the memory (see benchmarks/deflate_windows.py).
+        bits = self.client_max_window_bits if client else self.server_max_window_bits
+        return zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, -bits, self.mem_level)
 
     def _inflate(self, data: bytes) -> bytes | CloseReason:
         assert self._decompressor is not None
@@ -296,3 +430,33 @@ class BoundedDeflate(PerMessageDeflate):
                 return CloseReason.MESSAGE_TOO_BIG
             self._budget = budget - len(out)
         return out
+
+
+_FLAGS = ("client_no_context_takeover", "server_no_context_takeover")
+
+
+def _parameters(offer: str) -> dict[str, str | None] | None:
+    """Return the parameters of a permessage-deflate offer or answer, or None when one is
+    unknown, repeated or has an invalid value (RFC 7692 §7.1)."""
+    params: dict[str, str | None] = {}
+    for part in offer.split(";")[1:]:
+        name, equals, value = (item.strip() for item in part.partition("="))
+        value = value.strip('"')  # a quoted-string value is allowed (RFC 6455 §9.1)
+        if name in params:
+            return None
+        if name in _FLAGS:
+            if equals:
+                return None
+        elif name == "server_max_window_bits" or name == "client_max_window_bits":
+            if equals and not (value.isdigit() and 8 <= int(value) <= 15):
+                return None
+            if not equals and name == "server_max_window_bits":
+                return None
+        else:
+            return None
+        params[name] = value if equals else None
+    return params
+
+
+def _bits(value: str | None, default: int) -> int:
+    return default if value is None else int(value)

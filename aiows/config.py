@@ -91,6 +91,35 @@ class Config:
             server_only=True,
         ),
     )
+    server_max_window_bits: int = field(
+        default=12,
+        metadata=_doc(
+            "base-2 log of the window we compress with (9-15; RFC 7692); a client may "
+            "ask for less. 15 compresses a little better, 12 uses an eighth of the memory",
+            server_only=True,
+        ),
+    )
+    client_max_window_bits: int = field(
+        default=12,
+        metadata=_doc(
+            "base-2 log of the window a client compresses with (9-15): a server asks "
+            "clients that offer the parameter for it, a client offers and uses it"
+        ),
+    )
+    compression_mem_level: int = field(
+        default=5,
+        metadata=_doc(
+            "zlib memLevel of our compressor (1-9): memory for its hash table and "
+            "buffer; 8 is zlib's default, 5 uses about a third of the memory"
+        ),
+    )
+    compression_threshold: int | None = field(
+        default=128,
+        metadata=_doc(
+            "messages shorter than this many bytes are sent uncompressed",
+            none="compress every message",
+        ),
+    )
     max_connections: int | None = field(
         default=None,
         metadata=_doc(
@@ -118,6 +147,9 @@ class Config:
             if not isinstance(each.default, bool):  # every number is a size, count or time
                 allow_none = "none" in each.metadata
                 _check_positive(each.name, getattr(self, each.name), allow_none=allow_none)
+        for name, (low, high) in _RANGES.items():
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"{name} must be between {low} and {high}")
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Config:
@@ -131,6 +163,14 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         """Return a copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+#: Fields with bounds of their own: zlib's window sizes (raw deflate refuses 8) and memLevel.
+_RANGES = {
+    "server_max_window_bits": (9, 15),
+    "client_max_window_bits": (9, 15),
+    "compression_mem_level": (1, 9),
+}
 
 
 def _check_positive(name: str, value: object, *, allow_none: bool) -> None:

@@ -127,19 +127,25 @@ def encode_parts(
     return frame_header(len(payload), op | 0x80 if fin else op), payload
 
 
-def encode_frame_as(data: str | bytes, frame_format: int) -> bytes:
+def encode_frame_as(data: str | bytes, frame_format: int, threshold: int = 0) -> bytes:
     """Return a final data frame carrying ``data`` in ``frame_format``.
 
     :data:`PLAIN` (0) is :func:`encode_frame`; a positive number is a frame compressed
     with permessage-deflate (RFC 7692 §7.2.1) at that window size and without context,
-    valid on every connection that agreed on ``server_no_context_takeover``.
+    valid on every connection that agreed on ``server_no_context_takeover``. A message
+    shorter than ``threshold`` bytes, or one that deflate does not make shorter, is a
+    plain frame instead: valid on those connections too (RFC 7692 §6, RSV1 clear).
     """
     if frame_format == PLAIN:
         return encode_frame(data)
     payload, op = _payload(data, None)
+    if len(payload) < threshold:
+        return frame_header(len(payload), 0x80 | op) + payload
     compressor = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, -frame_format)
     body = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
     body = body[:-4]  # the empty block's 00 00 ff ff tail (RFC 7692 §7.2.1)
+    if len(body) >= len(payload):
+        return frame_header(len(payload), 0x80 | op) + payload
     return frame_header(len(body), 0xC0 | op) + body
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from wsproto import ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData
 from wsproto.events import Request as WSRequest
-from wsproto.handshake import H11Handshake, server_extensions_handshake
+from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError, generate_accept_token, split_comma_header
 
 from .adapter import BoundedDeflate, Extension
@@ -125,21 +125,42 @@ def accept(
 
 
 def _negotiate(request: Request, config: Config, lines: list[str]) -> list[Extension]:
-    """Agree on permessage-deflate (RFC 7692), adding its header to ``lines``."""
-    offers = [
-        offer
-        for value in request.headers.get_all("Sec-WebSocket-Extensions")
-        for offer in split_comma_header(value.encode("latin-1"))
-    ]
-    if not offers or not config.compression:
+    """Agree on permessage-deflate (RFC 7692), adding its header to ``lines``.
+
+    The first offer we can accept wins (RFC 7692 §5); one we cannot is skipped.
+    """
+    if not config.compression:
         return []
-    no_context = config.server_no_context_takeover
-    deflate = BoundedDeflate(config.max_size, server_no_context_takeover=no_context)
-    agreed = server_extensions_handshake(offers, [deflate])
-    if agreed is None or not deflate.enabled():
-        return []
-    lines.append(f"Sec-WebSocket-Extensions: {agreed.decode()}")
-    return [deflate]
+    for value in request.headers.get_all("Sec-WebSocket-Extensions"):
+        for offer in split_comma_header(value.encode("latin-1")):
+            if offer.split(";", 1)[0].strip() != BoundedDeflate.name:
+                continue
+            deflate = deflate_of(config, server=True)
+            answer = deflate.accept(offer)
+            if answer is not None:
+                agreed = "; ".join(filter(None, [deflate.name, answer]))
+                lines.append(f"Sec-WebSocket-Extensions: {agreed}")
+                return [deflate]
+    return []
+
+
+def deflate_of(config: Config, *, server: bool) -> BoundedDeflate:
+    """Return permessage-deflate with ``config``'s windows, memLevel and threshold.
+
+    A client offers ``client_no_context_takeover``: that lets a server that asks for it
+    (to free its inflater between messages) accept; RFC 7692 §7.1.1.2 makes the offer
+    a promise, which BoundedDeflate keeps. A server asks for
+    ``server_no_context_takeover`` when ``config`` says so.
+    """
+    return BoundedDeflate(
+        config.max_size,
+        client_no_context_takeover=not server,
+        server_no_context_takeover=server and config.server_no_context_takeover,
+        client_max_window_bits=config.client_max_window_bits,
+        server_max_window_bits=config.server_max_window_bits,
+        mem_level=config.compression_mem_level,
+        threshold=config.compression_threshold,
+    )
 
 
 # ---------------------------------------------------------------------- the client
@@ -178,10 +199,7 @@ class ClientHandshake:
         """Return the request's bytes, offering permessage-deflate if ``config`` says so."""
         offered: list[Extension] = []
         if config.compression:
-            # Offering client_no_context_takeover lets a server that asks for it (to
-            # free its inflater between messages) accept; RFC 7692 §7.1.1.2 makes the
-            # offer a promise, which BoundedDeflate keeps.
-            offered.append(BoundedDeflate(config.max_size, client_no_context_takeover=True))
+            offered.append(deflate_of(config, server=False))
         extra = [(name.encode(), value.encode()) for name, value in headers]
         request = WSRequest(
             host=host,

@@ -20,6 +20,7 @@ from aiows.adapter import (
     BoundedDeflate,
     CloseConnection,
     ConnectionState,
+    Ping,
     SizeLimit,
     TextMessage,
     frame_format,
@@ -125,3 +126,91 @@ def test_frame_format_and_compression_by_extensions() -> None:
     assert frame_format(False, [shared]) == 12 and is_compressed([shared])
     assert frame_format(False, [own]) is None
     assert frame_format(True, []) is None
+
+
+def _first_bytes(data: bytes) -> list[int]:
+    """Return the first byte of each unmasked frame in ``data`` (payloads under 126)."""
+    firsts = []
+    while data:
+        assert data[1] < 126
+        firsts.append(data[0])
+        data = data[2 + data[1] :]
+    return firsts
+
+
+def test_the_threshold_is_decided_at_a_messages_first_frame() -> None:
+    deflate = BoundedDeflate(None, threshold=50)
+    deflate.accept("permessage-deflate")
+    conn = new_connection(False, [deflate], None)
+    small = conn.send(TextMessage(data="x" * 49))
+    large = conn.send(TextMessage(data="x" * 50))
+    # A fragmented message is compressed whatever its first fragment's size; RSV1 is
+    # set on its first frame only, and a ping between its fragments is left alone.
+    first = conn.send(TextMessage(data="y", message_finished=False))
+    ping = conn.send(Ping(payload=b"p"))
+    last = conn.send(TextMessage(data="y" * 100, message_finished=True))
+    assert _first_bytes(small + large + first + ping + last) == [0x81, 0xC1, 0x41, 0x89, 0x80]
+    inflater = zlib.decompressobj(-15)
+    assert inflater.decompress(large[2:] + b"\x00\x00\xff\xff") == b"x" * 50
+    body = first[2:] + last[2:] + b"\x00\x00\xff\xff"
+    assert inflater.decompress(body) == b"y" * 101
+
+
+def test_the_compressor_has_the_configured_window_and_mem_level() -> None:
+    def held(mem_level: int, bits: int) -> int:
+        deflate = BoundedDeflate(None, server_max_window_bits=bits, mem_level=mem_level)
+        deflate.accept("permessage-deflate")
+        conn = new_connection(False, [deflate], None)
+        tracemalloc.start()
+        conn.send(TextMessage(data="z" * 1000))
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        return size
+
+    assert held(8, 15) > 250 * 1024  # zlib's defaults
+    assert held(5, 12) < 50 * 1024
+
+
+def test_the_client_fails_an_answer_with_a_larger_window_than_offered() -> None:
+    deflate = BoundedDeflate(None, client_max_window_bits=12, client_no_context_takeover=True)
+    assert deflate.offer() == "client_max_window_bits=12; client_no_context_takeover"
+    with pytest.raises(ValueError, match="client_max_window_bits"):
+        deflate.finalize("permessage-deflate; client_max_window_bits=13")
+    with pytest.raises(ValueError):
+        deflate.finalize("permessage-deflate; unknown")
+    deflate.finalize("permessage-deflate; client_max_window_bits=9; server_max_window_bits=10")
+    assert (deflate.client_max_window_bits, deflate.server_max_window_bits) == (9, 10)
+    assert deflate.enabled() and deflate.deflates
+
+
+def test_an_8_bit_window_means_plain_frames_we_send() -> None:
+    deflate = BoundedDeflate(None, server_no_context_takeover=True)
+    assert deflate.accept("permessage-deflate; server_max_window_bits=8") == (
+        "server_no_context_takeover; server_max_window_bits=8"
+    )
+    assert not deflate.deflates and frame_format(False, [deflate]) == PLAIN
+    conn = new_connection(False, [deflate], None)
+    assert _first_bytes(conn.send(TextMessage(data="a" * 100))) == [0x81]
+
+
+def test_a_new_message_inside_a_compressed_one_is_1002_not_bad_data() -> None:
+    """Found by tests/test_fuzz.py: the raw frame was inflated as a fragment, then 1007."""
+    deflate = BoundedDeflate(None)
+    deflate.finalize("permessage-deflate; client_max_window_bits=9")
+    conn = new_connection(False, [deflate], None)
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -9)
+    first = (compressor.compress(b"\x00") + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    conn.receive_data(frame(first, opcode=1, fin=False, rsv=4) + frame(b"\x00", opcode=2, rsv=4))
+    events = list(conn.events())
+    assert isinstance(events[-1], CloseConnection) and events[-1].code == 1002
+
+
+def test_a_header_read_twice_is_not_a_new_message_inside_the_last() -> None:
+    """wsproto reads a header again when its masking key has not arrived yet."""
+    deflate = BoundedDeflate(None)
+    deflate.accept("permessage-deflate")
+    conn = new_connection(False, [deflate], None)
+    second = frame(b"", opcode=1)
+    conn.receive_data(frame(b"", opcode=1) + second[:2])
+    conn.receive_data(second[2:])
+    assert [type(e) for e in conn.events()] == [TextMessage, TextMessage]

@@ -98,6 +98,8 @@ def _other_value(field: Field[object]) -> tuple[list[str], object]:
     if kind is bool:
         return ([flag], True) if field.default is False else (["--no-" + flag[2:]], False)
     number = 7 if int in get_args(kind) or kind is int else 2.5
+    if field.name.endswith("_window_bits"):
+        number = 10  # a window is 9 to 15 bits
     assert number != field.default
     return [flag, str(number)], number
 
@@ -139,9 +141,13 @@ CLIENT_FIELDS = {
     "ping_timeout",
     "max_header_size",
     "compression",
+    "client_max_window_bits",
+    "compression_mem_level",
+    "compression_threshold",
 }
 SERVER_ONLY_FIELDS = {
     "server_no_context_takeover",
+    "server_max_window_bits",
     "max_connections",
     "drain_batch",
     "drain_interval",

@@ -53,3 +53,26 @@ def test_every_field_says_what_it_bounds_and_who_reads_it() -> None:
     for each in fields(Config):
         assert each.metadata["help"], each.name
         assert each.metadata["side"] in ("server", "both"), each.name
+
+
+def test_compression_defaults_cost_little_memory() -> None:
+    """RFC 7692 windows of 4 KiB and zlib memLevel 5, as websockets uses (not 15 and 8)."""
+    config = Config()
+    assert (config.server_max_window_bits, config.client_max_window_bits) == (12, 12)
+    assert config.compression_mem_level == 5
+    assert config.compression_threshold == 128
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "good"),
+    [
+        ("server_max_window_bits", 8, 9),
+        ("server_max_window_bits", 16, 15),
+        ("client_max_window_bits", 8, 15),
+        ("compression_mem_level", 10, 9),
+    ],
+)
+def test_compression_parameters_have_zlibs_bounds(field: str, bad: int, good: int) -> None:
+    with pytest.raises(ValueError, match=field):
+        Config(**{field: bad})
+    assert getattr(Config(**{field: good}), field) == good

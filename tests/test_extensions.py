@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import struct
+import tracemalloc
 import zlib
 from collections.abc import AsyncIterator
 
@@ -115,7 +117,7 @@ async def test_keepalive_ping_then_compressed_messages() -> None:
 
 async def test_server_inflates_after_a_control_frame_raw() -> None:
     """Byte-exact: ping, then a compressed text frame (no library in between)."""
-    async with running(echo) as server:
+    async with running(echo, compression_threshold=None) as server:
         raw = await RawClient.connect(server.port)
         raw.send(handshake(extra="Sec-WebSocket-Extensions: permessage-deflate\r\n"))
         assert await raw.read_status() == 101
@@ -228,3 +230,279 @@ def test_a_frame_header_split_before_its_mask_counts_once() -> None:
         return await asyncio.wait_for(ws.recv(), TIMEOUT)
 
     assert asyncio.run(run()) == b"xx" + b"y" * 200
+
+
+# ----------------------------------------------- window sizes, memory, threshold (RFC 7692)
+
+#: Compressible and longer than the default compression_threshold.
+_JSON = '{"type": "message", "room": "lobby", "user": "ada", "text": "hello there"}' * 20
+
+
+def _deflated(data: bytes, bits: int = 9) -> bytes:
+    """``data`` as one compressed message, without context: valid for any agreed window."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -bits)
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+async def _answer(server: aiows.Server, offer: str) -> str:
+    """Return the server's Sec-WebSocket-Extensions answer to ``offer`` (raw handshake)."""
+    raw = await RawClient.connect(
+        server.port, handshake(extra=f"Sec-WebSocket-Extensions: {offer}\r\n")
+    )
+    head = await asyncio.wait_for(raw.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    raw.close()
+    assert b" 101 " in head
+    for line in head.decode().split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.lower() == "sec-websocket-extensions":
+            return value.strip()
+    return ""
+
+
+_OFFERS = [
+    # (server options, the client's offer, the answer expected)
+    (
+        {},
+        "permessage-deflate; client_max_window_bits",
+        "server_max_window_bits=12; client_max_window_bits=12",
+    ),
+    ({}, "permessage-deflate", "server_max_window_bits=12"),
+    (
+        {},
+        "permessage-deflate; server_max_window_bits=10; client_max_window_bits=9",
+        "server_max_window_bits=10; client_max_window_bits=9",
+    ),
+    (
+        {"server_max_window_bits": 15, "client_max_window_bits": 15},
+        "permessage-deflate; client_max_window_bits",
+        "",
+    ),
+    (
+        {"client_max_window_bits": 10, "server_no_context_takeover": True},
+        'permessage-deflate; client_max_window_bits="11"; client_no_context_takeover',
+        "server_no_context_takeover; client_no_context_takeover; "
+        "server_max_window_bits=12; client_max_window_bits=10",
+    ),
+    # The first offer the server can accept wins; an unknown parameter is declined.
+    (
+        {},
+        "permessage-deflate; x=1, permessage-deflate; client_max_window_bits=13, "
+        "permessage-deflate",
+        "server_max_window_bits=12; client_max_window_bits=12",
+    ),
+    ({}, "permessage-deflate; server_max_window_bits", None),
+    ({}, "permessage-deflate; client_max_window_bits=16", None),
+]
+
+
+@pytest.mark.parametrize(("options", "offer", "expected"), _OFFERS)
+async def test_the_server_answers_with_small_windows(
+    options: dict[str, object], offer: str, expected: str | None
+) -> None:
+    async with running(echo, **options) as server:
+        answer = await _answer(server, offer)
+    if expected is None:
+        assert answer == ""
+    else:
+        assert answer == "; ".join(filter(None, ["permessage-deflate", expected]))
+
+
+async def test_the_client_offers_its_window_and_takes_the_answer() -> None:
+    offers: list[str] = []
+
+    async def handler(ws: websockets.ServerConnection) -> None:
+        offers.append(ws.request.headers["Sec-WebSocket-Extensions"])  # type: ignore[union-attr]
+        async for message in ws:
+            await ws.send(message)
+
+    deflate = ServerPerMessageDeflateFactory(server_max_window_bits=10, client_max_window_bits=9)
+    async with websockets.serve(
+        handler, "127.0.0.1", 0, compression=None, extensions=[deflate]
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with aiows.connect(f"ws://127.0.0.1:{port}/", ping_interval=None) as ws:
+            (extension,) = ws.protocol._conn._proto.extensions[1:]  # after SizeLimit
+            assert (extension.client_max_window_bits, extension.server_max_window_bits) == (9, 10)
+            await ws.send(_JSON)
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == _JSON
+    assert offers == ["permessage-deflate; client_max_window_bits=12; client_no_context_takeover"]
+
+
+async def test_a_small_message_goes_out_uncompressed() -> None:
+    """Under compression_threshold: RSV1 clear; over it: RSV1 set (RFC 7692 §6)."""
+    async with running(echo) as server:
+        raw = await _deflate_client(server.port)
+        raw.send(frame(b"short", opcode=0x1))
+        short = await raw.read_frame()
+        assert (short.rsv1, short.payload) == (False, b"short")
+        raw.send(frame(_deflated(_JSON.encode()), opcode=0x1, rsv=0b100))
+        long = await raw.read_frame()
+        assert long.rsv1 and len(long.payload) < len(_JSON) // 4
+        inflated = zlib.decompressobj(-12).decompress(long.payload + b"\x00\x00\xff\xff")
+        assert inflated == _JSON.encode()
+        raw.close()
+
+
+async def test_without_a_threshold_every_message_is_compressed() -> None:
+    async with running(echo, compression_threshold=None) as server:
+        raw = await _deflate_client(server.port)
+        raw.send(frame(b"short", opcode=0x1))
+        short = await raw.read_frame()
+        assert short.rsv1
+        assert zlib.decompressobj(-12).decompress(short.payload + b"\x00\x00\xff\xff") == b"short"
+        raw.close()
+
+
+async def test_a_peer_that_allows_only_8_bits_gets_plain_messages() -> None:
+    """zlib cannot deflate with a 256-byte window: every message goes out uncompressed."""
+    async with running(echo) as server:
+        raw = await RawClient.connect(
+            server.port,
+            handshake(
+                extra="Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=8\r\n"
+            ),
+        )
+        head = await asyncio.wait_for(raw.reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert b"permessage-deflate; server_max_window_bits=8\r\n" in head
+        raw.send(frame(_deflated(_JSON.encode()), opcode=0x1, rsv=0b100))
+        echoed = await raw.read_frame()
+        assert (echoed.rsv1, echoed.payload) == (False, _JSON.encode())
+        raw.close()
+
+
+def _first_bytes(written: bytes | bytearray) -> list[int]:
+    """Return the first byte of each (short, unmasked) frame after the response head."""
+    data = bytes(written).partition(b"\r\n\r\n")[2]
+    firsts = []
+    while data:
+        assert data[1] < 126
+        firsts.append(data[0])
+        data = data[2 + data[1] :]
+    return firsts
+
+
+def _compressed_conversation(count: int) -> float:
+    """Return the bytes held per server connection after ``count`` connections each
+    received and echoed three compressible messages with permessage-deflate."""
+    offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    messages = [(_JSON + str(index)).encode() for index in range(3)]
+
+    async def run() -> float:
+        held = []
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(count):
+            protocol, wire, accepted = server_pair(aiows.Config(ping_interval=None))
+            protocol.data_received(handshake(extra=offer))
+            (ws,) = accepted
+            for message in messages:
+                protocol.data_received(frame(_deflated(message), opcode=0x1, rsv=0b100))
+                await ws.send(await asyncio.wait_for(ws.recv(), TIMEOUT))
+            for _ in range(3):
+                await asyncio.sleep(0)  # the echoes reach the far end
+            assert _first_bytes(wire.written) == [0xC1] * 3  # echoed, compressed
+            held.append((protocol, wire, ws))
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        return (after - before) / count
+
+    return asyncio.run(run())
+
+
+def test_an_active_compressed_connection_costs_little_memory() -> None:
+    """zlib's defaults (15-bit windows, memLevel 8) held ~300 KiB per connection."""
+    per_connection = _compressed_conversation(200)
+    assert per_connection < 120 * 1024, f"{per_connection / 1024:.0f} KiB per connection"
+
+
+# ------------------------------------------------------- interop: websockets, aiohttp
+
+_MESSAGES: list[str | bytes] = ["hi", _JSON, _BINARY, b"\x00\x01", _TEXT]
+
+
+async def _exchange(send: object, recv: object, ping: object) -> None:
+    """Send each of _MESSAGES, some after a ping, and check each comes back."""
+    for index, message in enumerate(_MESSAGES):
+        if index % 2:
+            await asyncio.wait_for(ping(), TIMEOUT)  # type: ignore[operator]
+        await send(message)  # type: ignore[operator]
+        assert await asyncio.wait_for(recv(), TIMEOUT) == message  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("client_bits", "server_bits"), [(True, None), (9, 9), (None, 15), (15, 10)]
+)
+@pytest.mark.parametrize("aiows_bits", [9, 12, 15])
+async def test_websockets_client_with_window_sizes(
+    client_bits: int | bool | None, server_bits: int | None, aiows_bits: int
+) -> None:
+    deflate = ClientPerMessageDeflateFactory(
+        client_max_window_bits=client_bits, server_max_window_bits=server_bits
+    )
+    options = {"server_max_window_bits": aiows_bits, "client_max_window_bits": aiows_bits}
+    async with (
+        running(echo, **options) as server,
+        websockets.connect(url(server), compression=None, extensions=[deflate]) as client,
+    ):
+        agreed = client.response.headers["Sec-WebSocket-Extensions"]  # type: ignore[union-attr]
+        expected = min(server_bits or 15, aiows_bits)
+        if server_bits is None and expected == 15:
+            assert "server_max_window_bits" not in agreed
+        else:  # asked for, it must be answered; ours is announced when under 15
+            assert f"server_max_window_bits={expected}" in agreed
+
+        async def ping() -> None:
+            await (await client.ping())
+
+        await _exchange(client.send, client.recv, ping)
+        await client.send(_fragments(client, _JSON, "ping"))
+        assert await asyncio.wait_for(client.recv(), TIMEOUT) == _JSON
+
+
+@pytest.mark.parametrize(("server_bits", "client_bits"), [(12, 12), (9, 9), (15, None), (10, 15)])
+@pytest.mark.parametrize("aiows_bits", [9, 12, 15])
+async def test_aiows_client_against_websockets_with_window_sizes(
+    server_bits: int, client_bits: int | None, aiows_bits: int
+) -> None:
+    async def handler(ws: websockets.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+            if message == _JSON:
+                await ws.send(_fragments(ws, message, "pong"))  # type: ignore[arg-type]
+
+    deflate = ServerPerMessageDeflateFactory(
+        server_max_window_bits=server_bits, client_max_window_bits=client_bits
+    )
+    async with websockets.serve(
+        handler, "127.0.0.1", 0, compression=None, extensions=[deflate]
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with aiows.connect(
+            f"ws://127.0.0.1:{port}/", ping_interval=None, client_max_window_bits=aiows_bits
+        ) as ws:
+            for index, message in enumerate(_MESSAGES):
+                if index % 2:
+                    await asyncio.wait_for(ws.ping(), TIMEOUT)
+                await ws.send(message)
+                assert await asyncio.wait_for(ws.recv(), TIMEOUT) == message
+                if message == _JSON:  # and its fragmented copy
+                    assert await asyncio.wait_for(ws.recv(), TIMEOUT) == message
+
+
+@pytest.mark.parametrize("compress", [15, 10, 9])
+async def test_aiohttp_client(compress: int) -> None:
+    aiohttp = pytest.importorskip("aiohttp")
+    async with running(echo) as server, aiohttp.ClientSession() as session:
+        async with session.ws_connect(url(server), compress=compress) as client:
+            assert client.compress
+            for index, message in enumerate(_MESSAGES):
+                if index % 2:
+                    await client.ping()
+                if isinstance(message, str):
+                    await client.send_str(message)
+                    got = await asyncio.wait_for(client.receive(), TIMEOUT)
+                else:
+                    await client.send_bytes(message)
+                    got = await asyncio.wait_for(client.receive(), TIMEOUT)
+                assert got.data == message

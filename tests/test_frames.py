@@ -207,3 +207,9 @@ def test_the_two_implementations_give_the_same_bytes() -> None:
     for size in (*range(64), 1000, 1024, 1025, 70000):
         data, key = os.urandom(size), os.urandom(4)
         assert c(data, key) == python(data, key)
+
+
+def test_encode_frame_as_sends_plain_what_deflate_would_not_shrink() -> None:
+    assert encode_frame_as(b"x", 15) == encode_frame(b"x")  # deflated it is 3 bytes
+    assert encode_frame_as("a" * 100, 12, threshold=101) == encode_frame("a" * 100)
+    assert encode_frame_as("a" * 100, 12, threshold=100)[0] == 0xC1
