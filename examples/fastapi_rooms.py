@@ -114,7 +114,8 @@ PAGE = """<!doctype html><meta charset="utf-8"><title>rooms</title>
 <form id="form"><input id="text" autocomplete="off"><button id="send">send</button></form>
 <script>
 const room = encodeURIComponent(location.hash.slice(1) || "lobby");
-let last = "";  // "last=N&epoch=E" of the last message seen: resume from there
+const name = "guest-" + Math.random().toString(36).slice(2, 7);  // kept across reconnections
+let last = "";  // "&last=N&epoch=E" of the last message seen: resume from there
 function show(m) {
   const li = document.createElement("li");
   li.textContent = m.text !== undefined ? `${m.from}: ${m.text}`
@@ -123,11 +124,11 @@ function show(m) {
 }
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${location.host}/rooms/${room}?${last}`);
+  const ws = new WebSocket(`${scheme}://${location.host}/rooms/${room}?name=${name}${last}`);
   ws.onopen = () => { state.textContent = "connected"; };
   ws.onmessage = (e) => {
     const m = JSON.parse(e.data);
-    if (m.offset) last = `last=${m.offset}&epoch=${m.epoch}`;
+    if (m.offset) last = `&last=${m.offset}&epoch=${m.epoch}`;
     if (m.reload !== undefined) last = "";  // the room lost what we missed: start afresh
     show(m);
   };

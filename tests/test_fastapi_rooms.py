@@ -13,6 +13,8 @@ import asyncio
 import importlib.util
 import json
 import os
+import signal
+import subprocess
 import sys
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -296,6 +298,25 @@ async def test_two_workers_on_one_port(redis_server: RedisServer) -> None:
         await stop(supervisor)
 
 
+def test_workers_without_a_broker_are_refused() -> None:
+    # Each worker would have rooms of its own: half the room would never hear the other.
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLE), "--workers", "2", "--port", "0"],
+        env=python_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, err = process.communicate(timeout=TIMEOUT * 3)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 2 and "--workers above 1 needs --broker" in err
+
+
 # --------------------------------------------------------------------- the page
 
 
@@ -327,6 +348,28 @@ async def test_the_page_in_chromium_shows_what_python_says(example: ModuleType) 
                     await page.fill("#text", "hello from the page")
                     await page.click("#send")
                     seen = await until(python, said("hello from the page"))
-                    assert seen["from"].startswith("guest-")
+                    guest = seen["from"]
+                    assert guest.startswith("guest-")
+                    # The server drops the page; what is said meanwhile, the page gets
+                    # when it comes back (it reconnects with ?last=N&epoch=E), once.
+                    (dropped,) = [
+                        member
+                        for member in example.hub.members("room:lobby")
+                        if member.request.state.name == guest
+                    ]
+                    dropped.close_nowait(1012, "going away for a moment")
+                    await until(python, lambda e: e.get("left") == guest)
+                    await python.send("while you were away")
+                    await page.wait_for_function(
+                        f"""() => [...document.querySelectorAll('#messages li')]
+                            .filter(e => e.textContent === '{guest} joined').length === 2""",
+                        timeout=TIMEOUT * 1000,
+                    )
+                    shown = await page.eval_on_selector_all(
+                        "#messages li", "items => items.map(e => e.textContent)"
+                    )
+                    assert shown.count("python: while you were away") == 1, shown
+                    back = len(shown) - 1 - shown[::-1].index(f"{guest} joined")
+                    assert shown.index("python: while you were away") < back, shown
             finally:
                 await browser.close()
