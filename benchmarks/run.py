@@ -27,6 +27,7 @@ from processes import SERVERS, Failure, Figures, Sample, free_port, measure, sta
 from report import Metric, Row, Table
 
 TEXT_ONLY = {"websocket-server"}  # that package drops binary frames
+NO_DEFLATE = {"picows", "websocket-server"}  # no permessage-deflate in these packages
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Scenario:
 
     key: str
     title: str
-    mode: str  # the server's --scenario: echo or broadcast
+    mode: str  # the server's --scenario: echo, broadcast or deflate (echo, compressing)
     quick: Figures
     full: Figures
     metrics: list[Metric]
@@ -93,6 +94,14 @@ def broadcast(results: list[Figures], before: Sample, after: Sample) -> dict[str
 def memory(results: list[Figures], before: Sample, after: Sample) -> dict[str, float]:
     (result,) = results
     return {"RSS": (after.rss_kib - before.rss_kib) / result["connections"]}
+
+
+def active_memory(results: list[Figures], before: Sample, after: Sample) -> dict[str, float]:
+    (result,) = results
+    return {
+        "RSS": (after.rss_kib - before.rss_kib) / result["connections"],
+        "not echoed": result["connections"] * result["messages"] - result["echoed"],
+    }
 
 
 def handshakes(results: list[Figures], before: Sample, after: Sample) -> dict[str, float]:
@@ -172,6 +181,16 @@ SCENARIOS = [
         ],
         handshakes,
     ),
+    Scenario(
+        "G",
+        "memory with compression: {connections:,} connections with permessage-deflate, "
+        "each having echoed {messages} compressible messages of 1 KiB",
+        "deflate",
+        {"connections": 300, "messages": 3, "settle": 0.5},
+        {"connections": 1_000, "messages": 3, "settle": 1.0},
+        [Metric("RSS", "KiB per connection", False, 1), Metric("not echoed", "messages", False)],
+        active_memory,
+    ),
 ]
 
 
@@ -190,6 +209,8 @@ async def run_one(scenario: Scenario, name: str, params: Figures, options: Any) 
     """Measure one server in one scenario, in a fresh server process."""
     if name in TEXT_ONLY and params.get("binary"):
         return Row(name, note="n/a: the package drops binary frames")
+    if name in NO_DEFLATE and scenario.mode == "deflate":
+        return Row(name, note="n/a: no permessage-deflate")
     port = free_port()
     logs = os.path.join(options.logs, f"{scenario.key}-{name}")
     try:

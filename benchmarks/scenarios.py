@@ -18,7 +18,17 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from wsclient import BINARY, TEXT, Client, HandshakeFailed, OnMessages, close, connect, frame
+from wsclient import (
+    BINARY,
+    TEXT,
+    Client,
+    HandshakeFailed,
+    OnMessages,
+    close,
+    connect,
+    deflated_frame,
+    frame,
+)
 
 Params = dict[str, Any]
 ATTEMPTS = 3  # tries per connection while setting up a scenario
@@ -39,7 +49,12 @@ class Scenario(Protocol):
 
 
 async def open_many(
-    host: str, port: int, count: int, concurrency: int, on_messages: OnMessages | None = None
+    host: str,
+    port: int,
+    count: int,
+    concurrency: int,
+    on_messages: OnMessages | None = None,
+    deflate: bool = False,
 ) -> list[Client]:
     """Open ``count`` connections, at most ``concurrency`` handshakes at a time."""
     gate = asyncio.Semaphore(concurrency)
@@ -50,8 +65,8 @@ async def open_many(
                 # A full listen backlog (websocket-server's is 5) can reset or stall a
                 # handshake; setting up a scenario retries, the handshake scenario does not.
                 with contextlib.suppress(OSError, HandshakeFailed, asyncio.TimeoutError):
-                    return await connect(host, port, on_messages)
-            return await connect(host, port, on_messages)
+                    return await connect(host, port, on_messages, deflate=deflate)
+            return await connect(host, port, on_messages, deflate=deflate)
 
     return list(await asyncio.gather(*(one() for _ in range(count))))
 
@@ -276,6 +291,61 @@ class Memory:
             client.abort()
 
 
+def chat_message(index: int) -> bytes:
+    """A compressible JSON message of about 1 KiB, different for each ``index``."""
+    words = " ".join(f"word{(index * 7 + k) % 50}" for k in range(120))
+    return f'{{"type": "message", "room": "lobby", "id": {index}, "text": "{words}"}}'.encode()
+
+
+class ActiveMemory:
+    """Scenario G: many connections with permessage-deflate, each having echoed a few
+    compressible messages, left open while the server's RSS is read."""
+
+    def __init__(self, host: str, port: int, params: Params) -> None:
+        self.host, self.port = host, port
+        self.connections: int = params["connections"]
+        self.messages: int = params["messages"]
+        self.settle: float = params["settle"]
+        self.timeout: float = params["timeout"]
+        self.frames = b"".join(
+            deflated_frame(TEXT, chat_message(index)) for index in range(self.messages)
+        )
+        self.clients: list[Client] = []
+        self.echoed = 0
+
+    async def prepare(self) -> None:
+        pass
+
+    async def measure(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.clients = await open_many(
+            self.host, self.port, self.connections, SETUP_CONCURRENCY, deflate=True
+        )
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for client in self.clients:
+            client.on_count = self._on_count
+            client.write(self.frames)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.done), self.timeout)
+        seconds = time.perf_counter() - started
+        await asyncio.sleep(self.settle)
+        return {
+            "connections": len(self.clients),
+            "messages": self.messages,
+            "echoed": self.echoed,
+            "seconds": seconds,
+        }
+
+    def _on_count(self, client: Client, count: int, size: int) -> None:
+        self.echoed += count
+        if self.echoed >= self.connections * self.messages and not self.done.done():
+            self.done.set_result(None)
+
+    async def teardown(self) -> None:
+        for client in self.clients:
+            client.abort()
+
+
 class Handshakes:
     """Scenario F: open a connection, close it cleanly, repeat; then the same from 50 workers."""
 
@@ -327,4 +397,5 @@ SCENARIOS: dict[str, Callable[[str, int, Params], Scenario]] = {
     "D": Broadcast,
     "E": Memory,
     "F": Handshakes,
+    "G": ActiveMemory,
 }

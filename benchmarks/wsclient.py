@@ -3,7 +3,9 @@
 It speaks just enough RFC 6455 to drive every server the same way and cheaply:
 
 - the opening handshake is one pre-built request with a fixed key and no extensions, so no
-  server negotiates compression;
+  server negotiates compression (except where a scenario asks for permessage-deflate:
+  then each message is deflated on its own, with a 512-byte window, which every agreement
+  allows, and the server's compressed answers are counted, not inflated);
 - client frames are masked with one fixed, non-zero key (RFC 6455 section 5.3 asks for an
   unpredictable key, which matters for proxies, not for a benchmark on 127.0.0.1), so a
   frame can be built once and written many times, while each server still unmasks it;
@@ -19,6 +21,7 @@ when its final frame arrives.
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Callable
 from typing import cast
 
@@ -59,14 +62,26 @@ def frame(opcode: int, payload: bytes) -> bytes:
 
 
 CLOSE_FRAME = frame(CLOSE, CLOSE_NORMAL)
+DEFLATE_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
 
 
-def handshake_request(host: str, port: int) -> bytes:
+def deflated_frame(opcode: int, payload: bytes) -> bytes:
+    """Return a final, masked client frame carrying ``payload`` compressed (RFC 7692).
+
+    Deflated without context and with a 9-bit window: valid whatever the server agreed to.
+    """
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -9)
+    body = (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    plain = frame(opcode, body)
+    return bytes((plain[0] | 0x40,)) + plain[1:]
+
+
+def handshake_request(host: str, port: int, deflate: bool = False) -> bytes:
     """Return the HTTP upgrade request every connection sends (RFC 6455 section 4.1)."""
     return (
         f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {REQUEST_KEY}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{DEFLATE_OFFER if deflate else ''}\r\n"
     ).encode()
 
 
@@ -140,7 +155,10 @@ class Client(asyncio.Protocol):
         if end < 0:
             return False
         status = bytes(self._buffer[:end]).split(b"\r\n", 1)[0]
-        if b" 101 " not in status + b" ":
+        if b" 101 " not in status + b" " or (
+            b"permessage-deflate" in self._request
+            and b"permessage-deflate" not in bytes(self._buffer[:end]).lower()
+        ):
             self.opened.set_exception(HandshakeFailed(status.decode(errors="replace")))
             self.opened.exception()
             self.abort()
@@ -195,11 +213,18 @@ class Client(asyncio.Protocol):
 
 
 async def connect(
-    host: str, port: int, on_messages: OnMessages | None = None, timeout: float = 10.0
+    host: str,
+    port: int,
+    on_messages: OnMessages | None = None,
+    timeout: float = 10.0,
+    deflate: bool = False,
 ) -> Client:
-    """Open a connection and wait for the handshake; raise on refusal or timeout."""
+    """Open a connection and wait for the handshake; raise on refusal or timeout.
+
+    ``deflate`` offers permessage-deflate, and a server that does not agree is a refusal.
+    """
     loop = asyncio.get_running_loop()
-    request = handshake_request(host, port)
+    request = handshake_request(host, port, deflate)
     _, client = await asyncio.wait_for(
         loop.create_connection(lambda: Client(request, on_messages), host, port), timeout
     )

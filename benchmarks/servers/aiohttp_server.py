@@ -11,7 +11,8 @@ CLIENTS: set[web.WebSocketResponse] = set()
 
 
 async def accept(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_SIZE)
+    compress = request.app["compress"]  # True: its default, 15-bit windows
+    ws = web.WebSocketResponse(compress=compress, max_msg_size=MAX_SIZE)
     await ws.prepare(request)
     return ws
 
@@ -41,6 +42,7 @@ async def relay(request: web.Request) -> web.WebSocketResponse:
 
 async def main(port: int, scenario: str) -> None:
     app = web.Application()
+    app["compress"] = scenario == "deflate"
     app.router.add_get("/", relay if scenario == "broadcast" else echo)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -25,7 +25,12 @@ async def relay(ws: aiows.WebSocket) -> None:
 async def main(port: int, scenario: str) -> None:
     handler = relay if scenario == "broadcast" else echo
     async with aiows.serve(
-        handler, HOST, port, compression=False, max_size=MAX_SIZE, ping_interval=None
+        handler,
+        HOST,
+        port,
+        compression=scenario == "deflate",  # with aiows's default window and memLevel
+        max_size=MAX_SIZE,
+        ping_interval=None,
     ) as server:
         announce(port)
         await server.serve_forever()

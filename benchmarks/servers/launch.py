@@ -2,11 +2,13 @@
 
 Each server file is a small program ``run.py`` starts in its own process::
 
-    python benchmarks/servers/<name>_server.py --port PORT --scenario echo|broadcast
+    python benchmarks/servers/<name>_server.py --port PORT --scenario echo|broadcast|deflate
 
 ``echo`` sends every message back to its sender; ``broadcast`` sends every message to all
-connected clients, the sender included. The server prints ``READY <port>`` on stdout once
-it is listening on 127.0.0.1 and runs until it is terminated.
+connected clients, the sender included; ``deflate`` is ``echo`` with permessage-deflate on,
+with the library's own default settings (the other modes have compression off). The
+server prints ``READY <port>`` on stdout once it is listening on 127.0.0.1 and runs
+until it is terminated.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def options(description: str, loops: tuple[str, ...] = ()) -> argparse.Namespace
     """Parse the command line shared by all servers; ``loops`` offers a ``--loop`` choice."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--scenario", choices=("echo", "broadcast"), default="echo")
+    parser.add_argument("--scenario", choices=("echo", "broadcast", "deflate"), default="echo")
     if loops:
         parser.add_argument("--loop", choices=loops, default=loops[0])
     args = parser.parse_args()

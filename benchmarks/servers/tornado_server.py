@@ -14,6 +14,11 @@ class Echo(WebSocketHandler):
         self.write_message(message, binary=isinstance(message, bytes))
 
 
+class DeflateEcho(Echo):
+    def get_compression_options(self) -> dict[str, object]:
+        return {}  # permessage-deflate with tornado's defaults
+
+
 class Relay(WebSocketHandler):
     clients: set[WebSocketHandler] = set()  # noqa: RUF012 - tornado's documented pattern
 
@@ -29,7 +34,7 @@ class Relay(WebSocketHandler):
 
 
 async def main(port: int, scenario: str) -> None:
-    handler = Relay if scenario == "broadcast" else Echo
+    handler = {"broadcast": Relay, "deflate": DeflateEcho}.get(scenario, Echo)
     app = Application([(r"/", handler)], websocket_max_message_size=MAX_SIZE)
     app.listen(port, address=HOST)
     announce(port)

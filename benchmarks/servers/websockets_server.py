@@ -27,7 +27,12 @@ async def relay(websocket: ServerConnection) -> None:
 async def main(port: int, scenario: str) -> None:
     handler = relay if scenario == "broadcast" else echo
     async with serve(
-        handler, HOST, port, compression=None, max_size=MAX_SIZE, ping_interval=None
+        handler,
+        HOST,
+        port,
+        compression="deflate" if scenario == "deflate" else None,  # its defaults: 12 bits
+        max_size=MAX_SIZE,
+        ping_interval=None,
     ) as server:
         announce(port)
         await server.serve_forever()
