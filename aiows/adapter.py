@@ -48,6 +48,7 @@ __all__ = [
     "idle",
     "is_compressed",
     "new_connection",
+    "release_compressors",
 ]
 
 _NO_RSV = RsvBits(False, False, False)
@@ -124,6 +125,17 @@ def frame_format(client: bool, extensions: Sequence[Extension]) -> int | None:
                 return extension.server_max_window_bits
             return None
     return PLAIN
+
+
+def release_compressors(extensions: Sequence[Extension]) -> bool:
+    """Free the compressor of an idle connection's permessage-deflate, if it has one.
+
+    See :meth:`BoundedDeflate.release_compressor`; True if memory was freed.
+    """
+    return any(
+        isinstance(extension, BoundedDeflate) and extension.release_compressor()
+        for extension in extensions
+    )
 
 
 def deflate_bound(size: int) -> int:
@@ -243,6 +255,7 @@ class BoundedDeflate(PerMessageDeflate):
         self._wanted = (client_max_window_bits, server_max_window_bits)
         self._deflating = True  # False when the peer allows us only an 8-bit window
         self._plain_message = False  # the message being sent goes out uncompressed
+        self._sending = False  # between the first and the last frame of a message we send
         self._in_frame = False  # between a data frame's header and its end
 
     # ------------------------------------------------------------------ negotiation
@@ -406,9 +419,24 @@ class BoundedDeflate(PerMessageDeflate):
                 self._compressor = self._new_compressor(proto.client)
         elif opcode is not Opcode.CONTINUATION:
             return rsv, data  # a control frame
+        self._sending = not fin
         if self._plain_message:
             return rsv, data
         return super().frame_outbound(proto, opcode, rsv, data, fin)
+
+    def release_compressor(self) -> bool:
+        """Free our compressor between messages (about 41 KiB with 12-bit windows and
+        memLevel 5); the next compressed message builds a new one. Returns True if one
+        was freed; False when there is none or a fragmented message is being sent.
+
+        Always valid (RFC 7692 §7.2.3): the peer's inflater keeps its window, and a new
+        compressor only refers back into its own output, which that window holds too.
+        What is lost is the gain from referring to earlier messages, for one message.
+        """
+        if self._compressor is None or self._sending:
+            return False
+        self._compressor = None
+        return True
 
     def _new_compressor(self, client: bool) -> zlib._Compress:
         # wsproto compresses at zlib's default level 6 and memLevel 8; level 1 costs a

@@ -27,6 +27,7 @@ from aiows.adapter import (
     idle,
     is_compressed,
     new_connection,
+    release_compressors,
 )
 from aiows.frames import PLAIN
 
@@ -214,3 +215,27 @@ def test_a_header_read_twice_is_not_a_new_message_inside_the_last() -> None:
     conn.receive_data(frame(b"", opcode=1) + second[:2])
     conn.receive_data(second[2:])
     assert [type(e) for e in conn.events()] == [TextMessage, TextMessage]
+
+
+def test_a_released_compressor_is_rebuilt_and_the_peer_still_inflates() -> None:
+    """An idle connection may drop its compressor even with context takeover agreed."""
+    deflate = BoundedDeflate(None, server_max_window_bits=12, mem_level=5)
+    deflate.accept("permessage-deflate; client_max_window_bits")
+    conn = new_connection(False, [deflate], None)
+    inflater = zlib.decompressobj(-12)  # the peer's, kept across messages
+    tracemalloc.start()
+    first = conn.send(TextMessage(data="hello world " * 20))
+    assert inflater.decompress(first[2:] + b"\x00\x00\xff\xff") == b"hello world " * 20
+    before = tracemalloc.get_traced_memory()[0]
+    assert release_compressors([deflate])
+    freed = before - tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert freed > 30 * 1024, freed
+    assert not release_compressors([deflate])  # nothing left to free
+    second = conn.send(TextMessage(data="hello again " * 20))
+    assert inflater.decompress(second[2:] + b"\x00\x00\xff\xff") == b"hello again " * 20
+    # Not in the middle of a fragmented message: its next fragment needs the compressor.
+    conn.send(TextMessage(data="part " * 40, message_finished=False))
+    assert not release_compressors([deflate])
+    conn.send(TextMessage(data="end", message_finished=True))
+    assert release_compressors([deflate])
