@@ -33,6 +33,7 @@ from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remo
 from uvicorn.server import ServerState
 
 from .config import Config
+from .connection import WebSocket
 from .exceptions import ConnectionClosed
 from .handshake import refusal
 from .heartbeat import Heartbeat
@@ -40,7 +41,7 @@ from .http import Request, Response, check_header, check_token
 from .message import Message
 from .protocol import Protocol, State
 
-__all__ = ["Inbox", "Stage", "UvicornWebSocket", "config_of"]
+__all__ = ["AdoptedWebSocket", "Inbox", "Stage", "UvicornWebSocket", "config_of", "native"]
 
 log = logging.getLogger(__name__)
 #: uvicorn's engines log each handshake's outcome here; its users look for it here.
@@ -56,6 +57,8 @@ _FORBIDDEN = Response(403)
 #: parses the copy uvicorn hands over, so its own limit only has to let that through.
 _HEAD_LIMIT = 2**20
 
+#: The engine of each running application, by ``id()`` of the scope it was given.
+_engines: dict[int, UvicornWebSocket] = {}
 _configs: weakref.WeakKeyDictionary[UvicornConfig, Config] = weakref.WeakKeyDictionary()
 _heartbeats: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[float, float | None], Heartbeat]
@@ -169,6 +172,29 @@ class Inbox:
                 self._throttled = False
                 self._protocol.resume_reading()
         self._wake()
+
+    def detach(self) -> list[Message] | None:
+        """Hand the connection's messages over to a native :class:`aiows.WebSocket`.
+
+        Returns the messages received and not yet taken, which the new receiver must
+        take first, or None (and changes nothing) when a message is half received or
+        the connection is over. From then on this inbox gets nothing more but the
+        disconnect event, once the connection is closed.
+        """
+        if self._parts is not None or self._disconnect is not None:
+            return None
+        pending = [
+            event["text"] if "text" in event else event["bytes"]
+            for event in self._events
+            if event["type"] == "websocket.receive"
+        ]
+        self._events.clear()
+        protocol = self._protocol
+        protocol.on_closed(lambda: self.end(self._ended_by_protocol()))
+        if self._throttled:
+            self._throttled = False
+            protocol.resume_reading()
+        return pending
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -315,6 +341,7 @@ class UvicornWebSocket(asyncio.Protocol):
             return
         self.request = request
         self.scope = self._scope(request)
+        _engines[id(self.scope)] = self
         task = protocol.loop.create_task(self._run_asgi())
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
@@ -348,6 +375,19 @@ class UvicornWebSocket(asyncio.Protocol):
             "extensions": {"websocket.http.response": {}},
         }
 
+    def native(self) -> AdoptedWebSocket | None:
+        """Return this connection as a native :class:`aiows.WebSocket` (see :func:`native`)."""
+        protocol = self.protocol
+        if self.stage is not Stage.OPEN or protocol.state is not State.OPEN:
+            return None
+        pending = self.inbox.detach()
+        if pending is None:
+            return None
+        ws = AdoptedWebSocket(protocol, self.request)  # the protocol's receiver from now on
+        for message in pending:
+            ws._receive(message, True)
+        return ws
+
     def _access(self, outcome: str) -> None:
         # uvicorn's line, without the query string (it may carry credentials).
         client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
@@ -373,6 +413,8 @@ class UvicornWebSocket(asyncio.Protocol):
             elif result is not None:
                 access_log.error("ASGI callable should return None, but returned '%s'.", result)
             self._ended(1000, "")
+        finally:
+            _engines.pop(id(self.scope), None)
 
     def _ended(self, code: int, reason: str) -> None:
         """The application returned: answer or close what it left open."""
@@ -496,3 +538,39 @@ class UvicornWebSocket(asyncio.Protocol):
             raise RuntimeError(
                 f"Expected ASGI message 'websocket.send' or 'websocket.close', but got '{kind}'."
             )
+
+
+class AdoptedWebSocket(WebSocket):
+    """A native :class:`aiows.WebSocket` over a connection :class:`UvicornWebSocket`
+    serves, as :func:`native` returns it: ``async with`` closes it, :meth:`accept` has
+    nothing to do. A hub holds it as it holds connections of aiows's own server, and
+    shares its broadcast frames with them (encoded once for all).
+    """
+
+    __slots__ = ()
+
+    async def accept(self, subprotocol: str | None = None) -> None:
+        """Do nothing: the application accepted the connection already. Nothing to cancel."""
+
+    async def __aenter__(self) -> AdoptedWebSocket:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def native(websocket: Any) -> AdoptedWebSocket | None:
+    """Return a native :class:`aiows.WebSocket` over a Starlette or FastAPI ``WebSocket``.
+
+    Only for a connection :class:`UvicornWebSocket` serves, that the application has
+    accepted, with no message half received and not closed; None otherwise (then use
+    :func:`aiows.asgi.adopt`). Messages received and not yet taken come first. From
+    then on the messages go to the returned object, not to the framework's
+    ``receive()``, which only reports the disconnect; ``send()`` still works. Its
+    limits are the engine's (uvicorn's ``ws_*`` options).
+    """
+    scope = getattr(websocket, "scope", None)
+    engine = _engines.get(id(scope))
+    if engine is None or engine.scope is not scope:
+        return None
+    return engine.native()

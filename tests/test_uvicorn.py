@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import textwrap
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +36,8 @@ from rawclient import RawClient, frame, handshake
 
 import aiows
 from aiows.asgi import adopt
-from aiows.uvicorn import UvicornWebSocket
+from aiows.frames import PLAIN
+from aiows.uvicorn import AdoptedWebSocket, UvicornWebSocket, native
 
 ENGINES: list[Any] = ["websockets-sansio", "wsproto", UvicornWebSocket]
 IDS = ["websockets-sansio", "wsproto", "aiows"]
@@ -386,3 +393,152 @@ async def test_fastapi_adopt_and_a_hub_room() -> None:
             for client in (one, two):
                 assert await asyncio.wait_for(client.recv(), TIMEOUT) == b"from the hub"
         await wait_for(lambda: hub.count("room") == 0)
+
+
+@pytest.mark.parametrize("engine", ["websockets-sansio", UvicornWebSocket], ids=["sansio", "aiows"])
+async def test_native_adoption_joins_a_hub_with_shared_frames(engine: Any) -> None:
+    hub = aiows.Hub()
+    api = FastAPI()
+    gate = asyncio.Event()
+    adopted: list[Any] = []
+
+    @api.websocket("/room")
+    async def room(websocket: FastAPIWebSocket) -> None:
+        await websocket.accept()
+        first = await websocket.receive_text()  # taken through FastAPI, before adoption
+        await gate.wait()
+        ws = native(websocket)
+        adopted.append(ws)
+        async with ws or adopt(websocket) as member, hub.joined(member, "room"):
+            await member.send(f"first: {first}")
+            async for message in member:
+                if message.startswith("echo:"):
+                    await member.send(message)
+                else:
+                    hub.broadcast(message, "room")
+
+    async with serving(api, engine, ws_per_message_deflate=False) as server:
+        uri = f"ws://127.0.0.1:{port_of(server)}/room"
+        async with websockets.connect(uri) as one, websockets.connect(uri) as two:
+            for message in ("a", "echo:b", "echo:c"):
+                await one.send(message)
+            await two.send("x")
+            await asyncio.sleep(0.3)  # b and c wait in the engine's inbox: they move over
+            gate.set()
+            got = [await asyncio.wait_for(one.recv(), TIMEOUT) for _ in range(3)]
+            assert got == ["first: a", "echo:b", "echo:c"]
+            assert await asyncio.wait_for(two.recv(), TIMEOUT) == "first: x"
+            hub.broadcast("from the hub", "room")
+            await one.send("from one")
+            for client in (one, two):
+                got = [await asyncio.wait_for(client.recv(), TIMEOUT) for _ in range(2)]
+                assert got == ["from the hub", "from one"]
+        await wait_for(lambda: hub.count("room") == 0)
+    if engine is UvicornWebSocket:
+        assert all(isinstance(ws, AdoptedWebSocket) for ws in adopted)
+        assert [ws.frame_format for ws in adopted] == [PLAIN, PLAIN]
+    else:
+        assert adopted == [None, None]
+
+
+# ------------------------------------------------------------------------ flow control
+
+
+async def test_a_full_queue_pauses_reading() -> None:
+    go = asyncio.Event()
+    got: list[str] = []
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await go.wait()
+        while (event := await receive())["type"] == "websocket.receive":
+            got.append(event["text"])
+            if len(got) == 200:
+                await send({"type": "websocket.send", "text": "done"})
+
+    async with serving(slow, UvicornWebSocket, ws_max_queue=4) as server:
+        async with websockets.connect(f"ws://127.0.0.1:{port_of(server)}/") as client:
+            for n in range(200):
+                await client.send(str(n))
+            (engine,) = server.server_state.connections
+            await wait_for(lambda: engine.protocol.reading_paused)
+            go.set()
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == "done"
+            assert not engine.protocol.reading_paused
+    assert got == [str(n) for n in range(200)]
+
+
+# ------------------------------------------------------------------------ Autobahn
+
+ECHO_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while (event := await receive())["type"] == "websocket.receive":
+        await send({"type": "websocket.send", **{k: v for k, v in event.items() if k != "type"}})
+"""
+
+
+@contextmanager
+def uvicorn_process(app_dir: Path, *args: str) -> Iterator[str]:
+    """Run ``uvicorn echo_app:app ARGS`` on a free port; yield its ``host:port``."""
+    (app_dir / "echo_app.py").write_text(textwrap.dedent(ECHO_APP))
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "echo_app:app"]
+    command += ["--host", "127.0.0.1", "--port", "0", "--lifespan", "off", *args]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            match = re.search(r"running on http://(\S+)", line)
+            if match:
+                # Keep reading its log, or a full pipe would block the server.
+                threading.Thread(target=process.stderr.read, daemon=True).start()
+                yield match.group(1)
+                break
+        else:
+            pytest.fail("uvicorn did not start")
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_autobahn_through_uvicorn(tmp_path: Path) -> None:
+    kosoku = shutil.which("kosoku") or str(Path(sys.executable).parent / "kosoku")
+    if not Path(kosoku).exists():
+        pytest.skip("kosoku is not installed (pip install kosoku)")
+    # As in test_autobahn.py: keepalive off (a ping mid-case counts as a failure), and
+    # messages up to 16 MiB (uvicorn's default ws_max_size).
+    args = ("--ws", "aiows.uvicorn:UvicornWebSocket", "--ws-ping-interval", "0")
+    with uvicorn_process(tmp_path, *args, "--no-access-log") as target:
+        report = tmp_path / "report"
+        subprocess.run(
+            [kosoku, "-p", "3", "-o", str(report), target],
+            check=True,
+            capture_output=True,
+            timeout=1500,
+        )
+    (results,) = json.loads((report / "index.json").read_text()).values()
+    assert len(results) == 517
+    # kosoku 0.1.0 errs on some compression cases before it even connects ("Strings must
+    # be encoded before hashing"), whatever the server (aiows's own server too): a
+    # harness bug, counted apart. A case that reached the server counts as usual.
+    harness = {
+        key
+        for key, case in results.items()
+        if case["behavior"] == "ERROR" and not case["httpRequest"]
+    }
+    results = {key: case for key, case in results.items() if key not in harness}
+    counts = Counter(case["behavior"] for case in results.values())
+    closes = Counter(case["behaviorClose"] for case in results.values())
+    print(
+        f"Autobahn through uvicorn: {len(results)} cases run, {dict(counts)}, "
+        f"close: {dict(closes)}; {len(harness)} not run (kosoku errors): {sorted(harness)}"
+    )
+    assert counts["FAILED"] == 0 and counts["UNIMPLEMENTED"] == 0, counts
+    assert set(counts) <= {"OK", "NON-STRICT", "INFORMATIONAL"}, counts
+    assert set(closes) <= {"OK", "INFORMATIONAL"}, closes
