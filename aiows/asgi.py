@@ -288,9 +288,26 @@ class ASGIWebSocket(Messages):
                     return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the framework's send failed: the link is gone
+        except Exception as exc:  # the framework's send failed: the client is going
             log.debug("conn %d: send failed: %r", self.id, exc)
-            self._ended(1006, "")
+            self._send_failed()
+
+    def _send_failed(self) -> None:
+        """Send nothing more, and let the receive side say how the client closed.
+
+        A send fails once the client has closed, even cleanly (Starlette then says
+        1006); the disconnect the server reports next has the client's own code. It
+        is awaited at most ``close_timeout`` seconds, then the connection ends 1006.
+        """
+        self._outbox.clear()
+        self._pending = 0
+        self._drained.set()
+        if self._state is State.OPEN:
+            self._state = State.CLOSING
+        self._room.set()  # the reader goes on past a full inbox, to the disconnect
+        if self._timer is None and self._close_timeout is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._close_timeout, self._timed_out)
 
     # ----------------------------------------- as a hub member (aiows.member.Member)
 

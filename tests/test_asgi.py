@@ -342,6 +342,38 @@ async def test_fastapi_adopt_shares_a_room_with_native_clients() -> None:
     await wait_for(lambda: hub.count("room") == 0)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_send_after_a_clean_close_reports_the_clients_code(engine: str) -> None:
+    """The framework's send fails once the client has closed (Starlette says 1006); the
+    code is the one the client sent, which the receive side reports."""
+    outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    api = FastAPI()
+
+    @api.websocket("/")
+    async def route(websocket: FastAPIWebSocket) -> None:
+        await websocket.accept()
+        # One message fills the inbox: the reader stops before the client's close.
+        async with adopt(websocket, aiows.Config(max_queue=1)) as ws:
+            await ws.recv()
+            await ws.recv()
+            await asyncio.sleep(0.5)  # the client's close frame arrives meanwhile
+            try:
+                ws.send_nowait("too late")
+                async for _ in ws:
+                    pass
+            except Exception as exc:
+                outcome.set_result(exc)
+            else:
+                outcome.set_result(None)
+
+    async with serving(api, engine) as port:
+        client = await websockets.connect(f"ws://127.0.0.1:{port}/")
+        for message in ("one", "two", "three"):
+            await client.send(message)
+        await client.close(1000)
+        assert await asyncio.wait_for(outcome, TIMEOUT) is None
+
+
 async def test_an_adopted_connection_closed_before_accept_is_refused() -> None:
     api = FastAPI()
     closed: list[aiows.State] = []
