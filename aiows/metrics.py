@@ -10,7 +10,6 @@ the hub and the server: it imports them, they never import it.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from .http import Request, Response
 from .hub import Hub
 from .hubstats import HubStats
-from .server import ProcessRequest
+from .server import ProcessRequest, answer_of
 
 __all__ = ["log_every", "metrics_hook", "render_metrics"]
 
@@ -138,11 +137,6 @@ def metrics_hook(
         if not request.is_upgrade and request.path == path and request.method in ("GET", "HEAD"):
             body, content_type = render_metrics(chosen, worker=worker)
             return Response(200, body, content_type=content_type)
-        if inner is None:
-            return None
-        answer = inner(request)
-        if inspect.isawaitable(answer):
-            answer = await answer
-        return answer
+        return await answer_of(inner, request)
 
     return hook
