@@ -60,9 +60,9 @@ _HEAD_LIMIT = 2**20
 #: The engine of each running application, by ``id()`` of the scope it was given.
 _engines: dict[int, UvicornWebSocket] = {}
 _configs: weakref.WeakKeyDictionary[UvicornConfig, Config] = weakref.WeakKeyDictionary()
-_heartbeats: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[float, float | None], Heartbeat]
-] = weakref.WeakKeyDictionary()
+#: One keepalive per uvicorn server (its config), for all its connections. Weak keys: the
+#: heartbeat does not keep a finished server's config, nor its loop, alive.
+_heartbeats: weakref.WeakKeyDictionary[UvicornConfig, Heartbeat] = weakref.WeakKeyDictionary()
 
 
 def _positive(value: float | None) -> float | None:
@@ -84,16 +84,13 @@ def config_of(config: UvicornConfig) -> Config:
     return made
 
 
-def _heartbeat(config: Config) -> Heartbeat | None:
-    """The keepalive shared by every connection of this loop with the same timings."""
-    if config.ping_interval is None:
+def _heartbeat(config: UvicornConfig, made: Config) -> Heartbeat | None:
+    """The keepalive of every connection of the server that ``config`` describes."""
+    if made.ping_interval is None:
         return None
-    loop = asyncio.get_running_loop()
-    beats = _heartbeats.setdefault(loop, {})
-    key = (config.ping_interval, config.ping_timeout)
-    beat = beats.get(key)
-    if beat is None:
-        beat = beats[key] = Heartbeat(config.ping_interval, config.ping_timeout)
+    beat = _heartbeats.get(config)
+    if beat is None or beat.loop is not asyncio.get_running_loop():
+        beat = _heartbeats[config] = Heartbeat(made.ping_interval, made.ping_timeout)
     return beat
 
 
@@ -275,6 +272,7 @@ class UvicornWebSocket(asyncio.Protocol):
         self.request: Request | None = None
         self.stage = Stage.HANDSHAKE
         self._response: tuple[int, list[tuple[str, str]], bytearray] | None = None
+        self._beat: Heartbeat | None = None
         self.protocol = protocol = Protocol(config_of(config), on_request=self._on_request)
         self.inbox = protocol.receiver = Inbox(protocol)
         protocol.on_closed(self._closed)
@@ -306,9 +304,8 @@ class UvicornWebSocket(asyncio.Protocol):
 
     def _closed(self) -> None:
         self.connections.discard(self)
-        beat = _heartbeat(self.protocol.config)
-        if beat is not None:
-            beat.discard(self.protocol)
+        if self._beat is not None:
+            self._beat.discard(self.protocol)
 
     def shutdown(self) -> None:
         """uvicorn is shutting down: close with 1012 (Service Restart), as its engines do.
@@ -470,9 +467,9 @@ class UvicornWebSocket(asyncio.Protocol):
             self.stage = Stage.OPEN
             self.inbox.accepted = True
             protocol.accept(self.request, subprotocol, headers)
-            beat = _heartbeat(protocol.config)
-            if beat is not None:
-                beat.add(protocol)
+            self._beat = _heartbeat(self.config, protocol.config)
+            if self._beat is not None:
+                self._beat.add(protocol)
         elif kind == "websocket.close":
             self._access("403")
             self.stage = Stage.DONE

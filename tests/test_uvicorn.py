@@ -505,6 +505,30 @@ def uvicorn_process(app_dir: Path, *args: str) -> Iterator[str]:
         process.wait(30)
 
 
+def autobahn_counts(report: Path) -> tuple[Counter[str], Counter[str], list[str]]:
+    """Read a kosoku report: the behaviours and close behaviours of the cases that
+    reached the server, and the cases kosoku could not run.
+
+    kosoku 0.1.0 errs on some compression cases (12.x.1-2, 13.x.1-2) before it even
+    connects ("Strings must be encoded before hashing"), whatever the server, aiows's
+    own included: a harness bug, listed apart. A report groups cases by the server's
+    ``Server`` header, so those that never connected stand under the bare address.
+    """
+    index = json.loads((report / "index.json").read_text())
+    results = {key: case for agent in index.values() for key, case in agent.items()}
+    assert len(results) == 517
+
+    def never_connected(case: dict[str, Any]) -> bool:
+        detail = json.loads((report / case["reportfile"]).read_text())
+        return case["behavior"] == "ERROR" and not detail["httpRequest"]
+
+    harness = sorted(key for key, case in results.items() if never_connected(case))
+    ran = [case for key, case in results.items() if key not in harness]
+    counts = Counter(case["behavior"] for case in ran)
+    closes = Counter(case["behaviorClose"] for case in ran)
+    return counts, closes, harness
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_autobahn_through_uvicorn(tmp_path: Path) -> None:
@@ -514,31 +538,19 @@ def test_autobahn_through_uvicorn(tmp_path: Path) -> None:
     # As in test_autobahn.py: keepalive off (a ping mid-case counts as a failure), and
     # messages up to 16 MiB (uvicorn's default ws_max_size).
     args = ("--ws", "aiows.uvicorn:UvicornWebSocket", "--ws-ping-interval", "0")
+    report = tmp_path / "report"
     with uvicorn_process(tmp_path, *args, "--no-access-log") as target:
-        report = tmp_path / "report"
+        # Its exit status says whether any case failed, the harness's errors included:
+        # the report is read instead.
         subprocess.run(
-            [kosoku, "-p", "3", "-o", str(report), target],
-            check=True,
-            capture_output=True,
-            timeout=1500,
+            [kosoku, "-p", "3", "-o", str(report), target], timeout=1500, capture_output=True
         )
-    (results,) = json.loads((report / "index.json").read_text()).values()
-    assert len(results) == 517
-    # kosoku 0.1.0 errs on some compression cases before it even connects ("Strings must
-    # be encoded before hashing"), whatever the server (aiows's own server too): a
-    # harness bug, counted apart. A case that reached the server counts as usual.
-    harness = {
-        key
-        for key, case in results.items()
-        if case["behavior"] == "ERROR" and not case["httpRequest"]
-    }
-    results = {key: case for key, case in results.items() if key not in harness}
-    counts = Counter(case["behavior"] for case in results.values())
-    closes = Counter(case["behaviorClose"] for case in results.values())
+    counts, closes, harness = autobahn_counts(report)
     print(
-        f"Autobahn through uvicorn: {len(results)} cases run, {dict(counts)}, "
-        f"close: {dict(closes)}; {len(harness)} not run (kosoku errors): {sorted(harness)}"
+        f"Autobahn through uvicorn: {dict(counts)}, close: {dict(closes)}; "
+        f"{len(harness)} cases kosoku could not run: {harness}"
     )
     assert counts["FAILED"] == 0 and counts["UNIMPLEMENTED"] == 0, counts
     assert set(counts) <= {"OK", "NON-STRICT", "INFORMATIONAL"}, counts
     assert set(closes) <= {"OK", "INFORMATIONAL"}, closes
+    assert len(harness) <= 24, harness
