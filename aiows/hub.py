@@ -34,11 +34,10 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from . import backends
 from .backends import Backend
-from .exceptions import ConnectionClosed
 from .frames import encode_frame_as
 from .history import Envelope, History
 from .hubstats import HubStats, percentile
@@ -46,15 +45,13 @@ from .member import Member
 from .message import Message
 from .presence import Listeners, Presence
 from .replay import Link, Resumes
+from .slow import Policy, SlowConsumers
 from .state import State
 
 __all__ = ["Hub", "Policy", "Presence"]
 
 log = logging.getLogger(__name__)
 
-#: What the hub does with a member whose write buffer is over ``buffer_limit``.
-Policy = Literal["close", "drop", "wait"]
-_POLICIES = ("close", "drop", "wait")
 _names = itertools.count(1)
 _hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
 #: A member's own type, which :meth:`Hub.joined` gives back.
@@ -92,29 +89,18 @@ class Hub:
         name: str | None = None,
         backend: Backend | None = None,
     ) -> None:
-        if policy not in _POLICIES:
-            raise ValueError(f"policy must be one of {', '.join(_POLICIES)}")
-        if buffer_limit <= 0:
-            raise ValueError("buffer_limit must be positive")
-        if slow_close_code not in (1008, 1013):
-            raise ValueError("slow_close_code must be 1008 or 1013")
-        self.policy: Policy = policy
-        self.buffer_limit = buffer_limit
-        self.slow_close_code = slow_close_code
+        self._slow = SlowConsumers(policy, buffer_limit, slow_close_code)
         self.name = name if name is not None else f"hub{next(_names)}"
         self._everyone: dict[Member, set[str]] = {}
         self._groups: dict[str, dict[Member, None]] = {}
         self._histories: dict[str, History] = {}
         self._listeners = Listeners()
-        self._dropping: dict[Member, int] = {}
         self._dirty: list[Member] = []
         self._flush_handle: asyncio.Handle | None = None
         self._broadcasts = 0
         self._sent = 0
         self._bytes = 0
         self._encoded = 0
-        self._dropped = 0
-        self._closed_slow = 0
         self.backend = backend if backend is not None else backends.default()
         self._shared = self.backend.shared
         self._starting: asyncio.Task[None] | None = None
@@ -124,6 +110,21 @@ class Hub:
         self._resuming = self._resumes.resuming  # read per member by _deliver
         self._local: set[str] = set()  # groups whose offsets this process gives out alone
         _hubs.add(self)
+
+    @property
+    def policy(self) -> Policy:
+        """``"close"``, ``"drop"`` or ``"wait"``: what happens to a slow member."""
+        return self._slow.policy
+
+    @property
+    def buffer_limit(self) -> int:
+        """Bytes that may wait to be written to one member before the policy applies."""
+        return self._slow.limit
+
+    @property
+    def slow_close_code(self) -> int:
+        """The close code the ``close`` policy uses (1013 or 1008)."""
+        return self._slow.close_code
 
     @staticmethod
     def instances() -> list[Hub]:
@@ -167,7 +168,7 @@ class Hub:
     def remove(self, ws: Member) -> None:
         """Remove ``ws`` from the hub and from every group."""
         groups = self._everyone.pop(ws, None)
-        self._dropping.pop(ws, None)
+        self._slow.forget(ws)
         self._resuming.pop(ws, None)
         for group in groups or ():
             self._leave_group(ws, group)
@@ -294,7 +295,7 @@ class Hub:
         members: dict[Member, set[str]] | dict[Member, None]
         members = self._everyone if group is None else self._groups.get(group) or {}
         frames: dict[int, bytes] = {}
-        limit = self.buffer_limit
+        limit = self._slow.limit
         dirty = self._dirty
         resuming = self._resuming if group is not None else None
         reached = sent_bytes = 0
@@ -310,7 +311,7 @@ class Hub:
                 and self._resumes.held(ws, group, message, offset, epoch, self.slow_close_code)
             ):
                 continue
-            if ws.pending_bytes > limit and not self._over_limit(ws):
+            if ws.pending_bytes > limit and not self._slow.over_limit(ws):
                 continue
             frame_format = ws.frame_format
             if frame_format is None:  # it builds its own frame (and writes it)
@@ -373,41 +374,11 @@ class Hub:
         Returns ``None`` and raises nothing (a member that closes is not waited for).
         Safe to cancel: nothing is sent or lost.
         """
-        members = self.members(group)
-        for ws in members:
-            while ws.state is State.OPEN and ws.pending_bytes > self.buffer_limit:
-                ws.flush()  # hand queued frames to the transport, which may pause
-                if not ws.write_paused:
-                    break
-                try:
-                    await ws.drain()
-                except ConnectionClosed:
-                    break
-
-    def _over_limit(self, ws: Member) -> bool:
-        """Apply the policy to a member over its limit; return True to send anyway."""
-        if self.policy == "wait":
-            return True
-        if self.policy == "drop":
-            self._dropped += 1
-            dropped = self._dropping.get(ws, 0)
-            if dropped == 0:
-                log.info("conn %d: slow consumer, dropping hub messages", ws.id)
-            self._dropping[ws] = dropped + 1
-            return False
-        log.info(
-            "conn %d: slow consumer (over %d bytes), closing with %d",
-            ws.id,
-            self.buffer_limit,
-            self.slow_close_code,
-        )
-        self._closed_slow += 1
-        ws.close_nowait(self.slow_close_code, "slow consumer")
-        return False
+        await self._slow.wait_ready(self.members(group))
 
     def dropped(self, ws: Member) -> int:
         """Return how many messages the ``drop`` policy skipped for ``ws``."""
-        return self._dropping.get(ws, 0)
+        return self._slow.dropped_for(ws)
 
     def _flush_soon(self) -> None:
         """Flush the members given frames, each once, at the end of this loop turn."""
@@ -570,8 +541,8 @@ class Hub:
             messages_sent=self._sent,
             bytes_sent=self._bytes,
             frames_encoded=self._encoded,
-            messages_dropped=self._dropped,
-            closed_slow=self._closed_slow + self._resumes.closed,
+            messages_dropped=self._slow.dropped,
+            closed_slow=self._slow.closed + self._resumes.closed,
             latency_p50=percentile(latencies, 0.5),
             latency_p90=percentile(latencies, 0.9),
             latency_p99=percentile(latencies, 0.99),

@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "aiows.hub",
             "aiows.presence",
             "aiows.replay",
+            "aiows.slow",
             "aiows.hubstats",
             "aiows.history",
             "aiows.resume",
