@@ -463,10 +463,10 @@ class UvicornWebSocket(asyncio.Protocol):
                 for name, value in [*self.default_headers, *message.get("headers", ())]
             ]
             assert self.request is not None
-            self._access("[accepted]")
-            self.stage = Stage.OPEN
             self.inbox.accepted = True
-            protocol.accept(self.request, subprotocol, headers)
+            protocol.accept(self.request, subprotocol, headers)  # if it raises: 500
+            self.stage = Stage.OPEN
+            self._access("[accepted]")
             self._beat = _heartbeat(self.config, protocol.config)
             if self._beat is not None:
                 self._beat.add(protocol)

@@ -306,6 +306,26 @@ async def test_compression(engine: Any) -> None:
             assert "sec-websocket-extensions" not in client.response.headers
 
 
+@engines
+async def test_an_app_that_returns_or_fails_after_accepting(engine: Any) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        if (await receive()).get("text") == "fail":
+            raise ValueError("boom after accept")
+
+    async with serving(app, engine) as server:
+        codes = []
+        for message in ("return", "fail"):
+            async with websockets.connect(f"ws://127.0.0.1:{port_of(server)}/") as client:
+                await client.send(message)
+                await asyncio.wait_for(client.wait_closed(), TIMEOUT)
+                codes.append(client.close_code)
+    # uvicorn's engines drop the TCP connection (the client sees 1006); aiows's closes
+    # as its own server does when a handler ends: 1000, or 1011 when it failed.
+    assert codes == ([1000, 1011] if engine is UvicornWebSocket else [1006, 1006])
+
+
 async def test_the_scope_is_uvicorns() -> None:
     described: list[str] = []
     for engine in ENGINES:
