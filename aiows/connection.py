@@ -225,7 +225,9 @@ class WebSocket(Messages):
             raise self._not_open()
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
-        protocol.send_data(message)
+        # Messages still in the inbox will be answered in this same loop turn: this
+        # frame then waits to leave with theirs (one write, not one each).
+        protocol.send_data(message, more=bool(self._inbox))
         if protocol.outbox.paused:
             await protocol.drain()
 
@@ -301,7 +303,7 @@ class WebSocket(Messages):
         if protocol.state is not State.OPEN:
             return 0
         if protocol.frame_format == PLAIN:  # a server without compression: the fast path
-            protocol.send_data(message)
+            protocol.send_data(message, more=True)
             size = len(message.encode() if isinstance(message, str) else message)
             return size + len(frame_header(size, 0))
         # Encoded now, in the order it is queued: a compression context needs both.

@@ -1,7 +1,9 @@
 """The :class:`Outbox`: frames on their way to one connection's socket.
 
-Small frames queued in one loop turn leave in one ``transport.write`` (a queue that
-reaches 16 KiB leaves at once); large frames and the fragments of a message leave at
+A small frame that answers the peer's data is written at once, when nothing else has
+been sent since that data arrived; the small frames that follow it leave together in
+one ``transport.write`` at the end of their loop turn (a queue that reaches 16 KiB
+leaves at once). Large frames and the fragments of a message leave at
 once, and frames queued meanwhile wait for the message's last fragment. It counts the
 bytes the socket took (the keepalive's progress measure) and parks writers while the
 transport's buffer is above ``write_limit``.
@@ -21,7 +23,16 @@ COALESCE = 16384
 class Outbox:
     """Frames waiting for one transport, and the writers waiting for it to drain."""
 
-    __slots__ = ("_frames", "_size", "_waiters", "fragmenting", "paused", "transport", "written")
+    __slots__ = (
+        "_frames",
+        "_size",
+        "_waiters",
+        "fragmenting",
+        "fresh",
+        "paused",
+        "transport",
+        "written",
+    )
 
     def __init__(self) -> None:
         #: Set once the connection is made; nothing is written before.
@@ -34,6 +45,10 @@ class Outbox:
         self.paused = False
         #: Bytes handed to the transport so far.
         self.written = 0
+        #: No frame left at once (:meth:`send`) since the peer's data last arrived (the
+        #: protocol sets it then) or the queue was last flushed: the next small frame
+        #: may leave at once.
+        self.fresh = True
         self._waiters: list[asyncio.Future[None]] | None = None
 
     def queue(self, frame: bytes) -> bool:
@@ -51,6 +66,23 @@ class Outbox:
             self.flush()
         return False
 
+    def send(self, frame: bytes) -> bool:
+        """Send a small complete frame: at once when :attr:`fresh`, else queued; return
+        True when the caller must arrange a :meth:`flush` (``loop.call_soon``).
+
+        A lone reply to the peer's message thus leaves at once, with no loop turn and
+        no callback of its own, while the frames that follow it before the peer's next
+        data (the rest of a burst) still leave together, at the end of their turn.
+        """
+        if not self.fresh or self._frames is not None or self.fragmenting:
+            return self.queue(frame)
+        self.fresh = False
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(frame)
+            self.written += len(frame)
+        return False
+
     def flush(self) -> None:
         """Write the queued frames in one write, unless a fragmented message is under way."""
         frames = self._frames
@@ -58,6 +90,7 @@ class Outbox:
             return
         self._frames = None
         self._size = 0
+        self.fresh = True
         transport = self.transport
         if transport is None or transport.is_closing():
             return

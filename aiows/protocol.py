@@ -197,6 +197,7 @@ class Protocol(asyncio.Protocol):
         if self._failed or conn.state is ConnectionState.CLOSED:
             return
         self._received += len(data)
+        self.outbox.fresh = True  # the first reply to this may leave at once
         receiver = self.receiver
         assert receiver is not None
         if self._fast_read:
@@ -336,11 +337,21 @@ class Protocol(asyncio.Protocol):
 
     # ---------------------------------------------------------------------- sending
 
-    def send_data(self, data: str | bytes, fin: bool = True, opcode: int | None = None) -> None:
+    def send_data(
+        self,
+        data: str | bytes,
+        fin: bool = True,
+        opcode: int | None = None,
+        *,
+        more: bool = False,
+    ) -> None:
         """Write one data frame; ``opcode`` 0 sends a continuation frame.
 
-        Small final frames wait in the :attr:`outbox` until the end of the loop turn, so
-        that many of them become one write; larger ones and fragments leave at once.
+        A small final frame leaves at once when it is the first since the peer's data
+        arrived (a lone reply costs no extra loop turn); the small frames that follow
+        it wait in the :attr:`outbox` until the end of their turn, so that they become
+        one write. ``more=True`` says more frames will follow in this turn (messages
+        still to answer): this one waits too. Larger frames and fragments leave at once.
         """
         if not isinstance(data, (str, bytes)):
             # Any bytes-like object goes out as its bytes: the len() of a memoryview
@@ -353,7 +364,7 @@ class Protocol(asyncio.Protocol):
             header, payload = self.encode_data(data, fin), b""
         if len(payload) + len(header) >= COALESCE or not fin or outbox.fragmenting:
             outbox.write_frame(header, payload, fin)
-        elif outbox.queue(header + payload):
+        elif outbox.queue(header + payload) if more else outbox.send(header + payload):
             self.loop.call_soon(outbox.flush)
 
     def encode_data(self, data: str | bytes, fin: bool) -> bytes:
