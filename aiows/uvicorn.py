@@ -520,10 +520,11 @@ class UvicornWebSocket(asyncio.Protocol):
                 if data is None:
                     return
             protocol.send_data(data)
-            try:
-                await protocol.drain()  # returns at once below write_limit
-            except ConnectionClosed:
-                raise ClientDisconnected() from None
+            if protocol.outbox.paused:  # above write_limit: wait for the peer to read
+                try:
+                    await protocol.drain()
+                except ConnectionClosed:
+                    raise ClientDisconnected() from None
         elif kind == "websocket.close":
             self.stage = Stage.DONE
             if protocol.state is State.OPEN:

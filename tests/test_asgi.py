@@ -29,7 +29,8 @@ import aiows
 from aiows.asgi import App, ASGIWebSocket, adopt
 from aiows.member import Member
 
-ENGINES = ["websockets", "websockets-sansio", "wsproto"]
+#: uvicorn's own engines, and aiows's (aiows.uvicorn).
+ENGINES = ["websockets", "websockets-sansio", "wsproto", "aiows.uvicorn:UvicornWebSocket"]
 
 
 @asynccontextmanager

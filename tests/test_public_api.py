@@ -28,6 +28,7 @@ PUBLIC_MODULES = [
     "aiows.backends",
     "aiows.resume",
     "aiows.asgi",
+    "aiows.uvicorn",
 ]
 #: Dunder methods a user calls through syntax (``async with``, ``await``, ``async for``).
 PROTOCOL_METHODS = frozenset({"__aenter__", "__await__", "__aiter__", "__anext__", "__enter__"})
