@@ -54,7 +54,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "aiows.backends.redis",
         },
     ),
-    ("ASGI", {"aiows.asgi", "aiows.uvicorn"}),
+    ("ASGI", {"aiows.asgi", "aiows.asgi.app", "aiows.asgi.connection", "aiows.uvicorn"}),
     (
         "apps and face",
         {
