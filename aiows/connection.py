@@ -157,11 +157,7 @@ class WebSocket(Messages):
         """
         inbox = self._inbox
         if not inbox:
-            if not self._protocol.receiving:
-                raise self._protocol.closed_error()
-            if self._waiter is not None:
-                raise ConcurrencyError("another coroutine is already waiting for a message")
-            waiter = self._waiter = self._protocol.loop.create_future()
+            waiter = self._new_waiter()
             try:
                 await waiter
             finally:
@@ -174,6 +170,36 @@ class WebSocket(Messages):
             self._throttled = False
             self._protocol.resume_reading()
         return message
+
+    async def __anext__(self) -> Message:
+        # recv() again, inlined: one coroutine less per message on the hot path.
+        inbox = self._inbox
+        try:
+            if not inbox:
+                waiter = self._new_waiter()
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+                inbox = self._inbox
+                if not inbox:
+                    raise self._protocol.closed_error()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+        message = inbox.popleft()
+        if self._throttled and len(inbox) <= self._low_water:
+            self._throttled = False
+            self._protocol.resume_reading()
+        return message
+
+    def _new_waiter(self) -> asyncio.Future[None]:
+        """The future recv() waits on, or what recv() raises when it cannot wait."""
+        if not self._protocol.receiving:
+            raise self._protocol.closed_error()
+        if self._waiter is not None:
+            raise ConcurrencyError("another coroutine is already waiting for a message")
+        waiter = self._waiter = self._protocol.loop.create_future()
+        return waiter
 
     def _receive(self, data: Message, finished: bool) -> None:
         # Called by the protocol for every fragment, in order. Text fragments come

@@ -96,6 +96,7 @@ class Protocol(asyncio.Protocol):
         "_on_lost",
         "_opening",
         "_pings",
+        "_plain",
         "_reader",
         "_reading_paused",
         "_received",
@@ -154,6 +155,8 @@ class Protocol(asyncio.Protocol):
         self._failed = False
         # No permessage-deflate: frames are encoded here, without wsproto.
         self._uncompressed = False
+        # ... and a server's, unmasked: the fast path of send_data.
+        self._plain = False
         #: Which shared frames are valid here: :data:`PLAIN`, a deflate window, or
         #: ``None`` (frames built for this connection alone: a client, or compression
         #: that keeps its context between messages). Set when the connection opens.
@@ -317,6 +320,7 @@ class Protocol(asyncio.Protocol):
         opening, self._opening = self._opening, None  # its bytes are no longer needed
         self._conn = new_connection(self.client, extensions, self.config.max_size)
         self._uncompressed = not is_compressed(extensions)
+        self._plain = self._uncompressed and not self.client
         self.frame_format = frame_format(self.client, extensions)
         self._fast_read = self._uncompressed
         self._cancel_timer()
@@ -358,7 +362,15 @@ class Protocol(asyncio.Protocol):
             # counts items, not bytes. The copy also frees the caller's buffer at once.
             data = bytes(data)
         outbox = self.outbox
-        if self._uncompressed:
+        if self._plain and fin and opcode is None:
+            # The hot path: a whole message from a server without compression.
+            if isinstance(data, str):
+                payload = data.encode()
+                header = frame_header(len(payload), 0x81)
+            else:
+                payload = data
+                header = frame_header(len(payload), 0x82)
+        elif self._uncompressed:
             header, payload = encode_parts(data, fin, opcode, masked=self.client)
         else:
             header, payload = self.encode_data(data, fin), b""
