@@ -261,10 +261,15 @@ class BoundedDeflate(PerMessageDeflate):
     # ------------------------------------------------------------------ negotiation
 
     def offer(self) -> str:
-        """The client's offer: ``client_max_window_bits`` (the window we deflate with,
-        which the server may lower) and ``client_no_context_takeover`` if set."""
-        wanted = self._wanted[0]
-        parameters = ["client_max_window_bits" + ("" if wanted == 15 else f"={wanted}")]
+        """The client's offer: ``client_max_window_bits`` without a value (the server may
+        limit our window, to any size), and ``client_no_context_takeover`` if set.
+
+        Our own window is no part of the offer: we deflate with at most it whatever the
+        server allows, which is always valid (an inflater reads any smaller window).
+        Naming it would let the server refuse more, and a server that answers a larger
+        value than offered (some do) would fail the connection (RFC 7692 §7.1.2.2).
+        """
+        parameters = ["client_max_window_bits"]
         if self.client_no_context_takeover:
             parameters.append("client_no_context_takeover")
         return "; ".join(parameters)
@@ -313,9 +318,9 @@ class BoundedDeflate(PerMessageDeflate):
         client_bits = self._wanted[0]
         if "client_max_window_bits" in params:
             value = params["client_max_window_bits"]
-            if value is None or int(value) > client_bits:
-                raise ValueError(f"client_max_window_bits={value} not offered")
-            client_bits = int(value)
+            if value is None:
+                raise ValueError("client_max_window_bits without a value in the answer")
+            client_bits = min(_bits(value, 15), client_bits)
         self._settle(
             self.client_no_context_takeover or "client_no_context_takeover" in params,
             self.server_no_context_takeover or "server_no_context_takeover" in params,

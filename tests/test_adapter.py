@@ -172,13 +172,17 @@ def test_the_compressor_has_the_configured_window_and_mem_level() -> None:
     assert held(5, 12) < 50 * 1024
 
 
-def test_the_client_fails_an_answer_with_a_larger_window_than_offered() -> None:
+def test_the_client_takes_any_window_the_server_allows_and_uses_at_most_its_own() -> None:
+    """The offer names client_max_window_bits without a value, as websockets' does: any
+    answer from 8 to 15 is valid (RFC 7692 §7.1.2.2), and we deflate with at most ours."""
     deflate = BoundedDeflate(None, client_max_window_bits=12, client_no_context_takeover=True)
-    assert deflate.offer() == "client_max_window_bits=12; client_no_context_takeover"
+    assert deflate.offer() == "client_max_window_bits; client_no_context_takeover"
     with pytest.raises(ValueError, match="client_max_window_bits"):
-        deflate.finalize("permessage-deflate; client_max_window_bits=13")
+        deflate.finalize("permessage-deflate; client_max_window_bits")  # a value is due
     with pytest.raises(ValueError):
         deflate.finalize("permessage-deflate; unknown")
+    deflate.finalize("permessage-deflate; client_max_window_bits=15")
+    assert deflate.client_max_window_bits == 12  # a smaller window than allowed is valid
     deflate.finalize("permessage-deflate; client_max_window_bits=9; server_max_window_bits=10")
     assert (deflate.client_max_window_bits, deflate.server_max_window_bits) == (9, 10)
     assert deflate.enabled() and deflate.deflates

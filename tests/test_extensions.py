@@ -325,7 +325,31 @@ async def test_the_client_offers_its_window_and_takes_the_answer() -> None:
             assert (extension.client_max_window_bits, extension.server_max_window_bits) == (9, 10)
             await ws.send(_JSON)
             assert await asyncio.wait_for(ws.recv(), TIMEOUT) == _JSON
-    assert offers == ["permessage-deflate; client_max_window_bits=12; client_no_context_takeover"]
+    assert offers == ["permessage-deflate; client_max_window_bits; client_no_context_takeover"]
+
+
+async def test_the_client_deflates_with_its_own_window_under_a_larger_allowance() -> None:
+    """A server that allows 15 bits (kosoku's fuzzing server answers so) is not a failure:
+    the client deflates with its 12, which every 15-bit inflater reads."""
+
+    allowed: list[int] = []
+
+    async def handler(ws: websockets.ServerConnection) -> None:
+        allowed.append(ws.protocol.extensions[0].remote_max_window_bits)  # type: ignore[attr-defined]
+        async for message in ws:
+            await ws.send(message)
+
+    deflate = ServerPerMessageDeflateFactory(client_max_window_bits=15)
+    async with websockets.serve(
+        handler, "127.0.0.1", 0, compression=None, extensions=[deflate]
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with aiows.connect(f"ws://127.0.0.1:{port}/", ping_interval=None) as ws:
+            (extension,) = ws.protocol._conn._proto.extensions[1:]  # after SizeLimit
+            assert extension.client_max_window_bits == 12
+            await ws.send(_JSON)
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == _JSON
+    assert allowed == [15]  # the server allowed 15 bits; the client used 12
 
 
 async def test_a_small_message_goes_out_uncompressed() -> None:
