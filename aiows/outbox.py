@@ -123,6 +123,11 @@ class Outbox:
         if fin and self._frames is not None:
             self.flush()
 
+    @property
+    def taken(self) -> int:
+        """Bytes given to the outbox so far, written or queued: grows with every frame."""
+        return self.written + self._size
+
     def pending(self) -> int:
         """Return the bytes not yet taken by the socket: the queue and the transport's buffer."""
         transport = self.transport

@@ -35,6 +35,7 @@ from .adapter import (
     idle,
     is_compressed,
     new_connection,
+    release_compressors,
 )
 from .config import Config
 from .exceptions import ConnectionClosed
@@ -71,6 +72,12 @@ def new_id() -> int:
 #: Bytes per second inside a frame that count as the peer's progress for keepalive.
 PROGRESS_RATE = 2**16
 
+#: A compressing connection that sent nothing for between one and two of these periods
+#: (seconds) frees its compressor (about 41 KiB with the default windows): the next
+#: message builds a new one, which costs it some CPU and the context of the earlier
+#: messages (RFC 7692 §7.2.3 allows a new deflate stream at any message).
+COMPRESSOR_IDLE = 0.5
+
 
 class Receiver(Interface):
     """What the protocol calls on the object that consumes its messages."""
@@ -90,6 +97,7 @@ class Protocol(asyncio.Protocol):
         "_close_sent",
         "_closed",
         "_conn",
+        "_deflate",
         "_failed",
         "_fast_read",
         "_held_for_pongs",
@@ -143,6 +151,8 @@ class Protocol(asyncio.Protocol):
         self._callbacks: list[Callable[[], None]] | None = None
         self._conn: Connection | None = None
         self._closed: asyncio.Future[None] | None = None
+        # The connection's one timer: the opening's deadline, then, while open, the
+        # idle compressor's check (see encode_data), then the closing's deadline.
         self._timer: asyncio.TimerHandle | None = None
         self._close_rcvd: tuple[int, str] | None = None
         self._close_sent: tuple[int, str] | None = None
@@ -155,6 +165,8 @@ class Protocol(asyncio.Protocol):
         self._failed = False
         # No permessage-deflate: frames are encoded here, without wsproto.
         self._uncompressed = False
+        # With it: the extensions agreed on, whose compressor an idle connection frees.
+        self._deflate: list[Extension] | None = None
         # ... and a server's, unmasked: the fast path of send_data.
         self._plain = False
         #: Which shared frames are valid here: :data:`PLAIN`, a deflate window, or
@@ -320,6 +332,7 @@ class Protocol(asyncio.Protocol):
         opening, self._opening = self._opening, None  # its bytes are no longer needed
         self._conn = new_connection(self.client, extensions, self.config.max_size)
         self._uncompressed = not is_compressed(extensions)
+        self._deflate = None if self._uncompressed else extensions
         self._plain = self._uncompressed and not self.client
         self.frame_format = frame_format(self.client, extensions)
         self._fast_read = self._uncompressed
@@ -393,7 +406,24 @@ class Protocol(asyncio.Protocol):
             event = TextMessage(data=data, message_finished=fin)
         else:
             event = BytesMessage(data=data, message_finished=fin)
-        return conn.send(event)
+        frame = conn.send(event)
+        if self._timer is None and self._deflate is not None:
+            # While open, the timer is free: it checks, now and then, whether the
+            # connection stopped sending (one timer per period, none per message).
+            taken = self.outbox.taken + len(frame)  # once this frame is sent
+            self._timer = self.loop.call_later(COMPRESSOR_IDLE, self._compressor_idle, taken)
+        return frame
+
+    def _compressor_idle(self, taken: int) -> None:
+        """Free the compressor if nothing was sent since the outbox had ``taken`` bytes."""
+        self._timer = None
+        if self.state is not State.OPEN or self._deflate is None:
+            return
+        now = self.outbox.taken
+        if now != taken:
+            self._timer = self.loop.call_later(COMPRESSOR_IDLE, self._compressor_idle, now)
+        else:
+            release_compressors(self._deflate)
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its low-water mark.

@@ -530,3 +530,47 @@ async def test_aiohttp_client(compress: int) -> None:
                     await client.send_bytes(message)
                     got = await asyncio.wait_for(client.receive(), TIMEOUT)
                 assert got.data == message
+
+
+# ------------------------------------------------- the compressor of an idle connection
+
+
+def _our_deflate(ws: aiows.WebSocket) -> aiows.adapter.BoundedDeflate:
+    conn = ws.protocol._conn
+    assert conn is not None
+    extensions = conn._proto.extensions
+    (deflate,) = [e for e in extensions if isinstance(e, aiows.adapter.BoundedDeflate)]
+    return deflate
+
+
+@pytest.mark.parametrize("no_context", [False, True])
+async def test_an_idle_connection_frees_its_compressor_and_its_peer_still_inflates(
+    no_context: bool,
+) -> None:
+    served: asyncio.Future[aiows.WebSocket] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        served.set_result(ws)
+        await echo(ws)
+
+    async with (
+        running(handler, compression=True) as server,
+        websockets.connect(url(server), extensions=[_client_deflate(no_context)]) as client,
+    ):
+        for n in range(3):
+            await client.send(f"{n} {_TEXT}")
+            assert await client.recv() == f"{n} {_TEXT}"
+        deflate = _our_deflate(await served)
+        # Kept while messages flow (no_context: freed after each message anyway) ...
+        assert (deflate._compressor is None) is no_context
+        # ... and freed once the connection has sent nothing for a while.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TIMEOUT
+        while deflate._compressor is not None and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        assert deflate._compressor is None
+        # The next messages start a new deflate stream, which the peer's inflater reads.
+        for n in range(3, 6):
+            await client.send(f"{n} {_TEXT}")
+            assert await client.recv() == f"{n} {_TEXT}"
+        assert client.protocol.extensions  # compressed all along
