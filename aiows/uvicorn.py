@@ -24,8 +24,8 @@ import enum
 import logging
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, ClassVar, cast
 from urllib.parse import unquote
 
 from uvicorn.config import Config as UvicornConfig
@@ -39,7 +39,8 @@ from .handshake import refusal
 from .heartbeat import Heartbeat
 from .http import Request, Response, check_header, check_token
 from .message import Message
-from .protocol import Protocol, State
+from .protocol import Protocol
+from .state import State
 
 __all__ = ["AdoptedWebSocket", "Inbox", "Stage", "UvicornWebSocket", "config_of", "native"]
 
@@ -59,7 +60,7 @@ _HEAD_LIMIT = 2**20
 
 #: The engine of each running application, by ``id()`` of the scope it was given.
 _engines: dict[int, UvicornWebSocket] = {}
-_configs: weakref.WeakKeyDictionary[UvicornConfig, Config] = weakref.WeakKeyDictionary()
+_configs: weakref.WeakKeyDictionary[UvicornConfig, dict[type, Config]] = weakref.WeakKeyDictionary()
 #: One keepalive per uvicorn server (its config), for all its connections. Weak keys: the
 #: heartbeat does not keep a finished server's config, nor its loop, alive.
 _heartbeats: weakref.WeakKeyDictionary[UvicornConfig, Heartbeat] = weakref.WeakKeyDictionary()
@@ -69,19 +70,22 @@ def _positive(value: float | None) -> float | None:
     return value if value is not None and value > 0 else None
 
 
-def config_of(config: UvicornConfig) -> Config:
-    """Return the :class:`aiows.Config` that uvicorn's ``ws_*`` options describe."""
-    made = _configs.get(config)
-    if made is None:
-        made = _configs[config] = Config(
-            max_size=config.ws_max_size,
-            max_queue=config.ws_max_queue,
-            compression=config.ws_per_message_deflate,
-            ping_interval=_positive(config.ws_ping_interval),
-            ping_timeout=_positive(config.ws_ping_timeout),
-            max_header_size=_HEAD_LIMIT,
-        )
-    return made
+def config_of(config: UvicornConfig, engine: type[UvicornWebSocket] | None = None) -> Config:
+    """Return the :class:`aiows.Config` that uvicorn's ``ws_*`` options describe, with
+    the options of ``engine`` (see :meth:`UvicornWebSocket.configured`) on top."""
+    engine = engine or UvicornWebSocket
+    made = _configs.setdefault(config, {})
+    if engine not in made:
+        options: dict[str, Any] = {
+            "max_size": config.ws_max_size,
+            "max_queue": config.ws_max_queue,
+            "compression": config.ws_per_message_deflate,
+            "ping_interval": _positive(config.ws_ping_interval),
+            "ping_timeout": _positive(config.ws_ping_timeout),
+            "max_header_size": _HEAD_LIMIT,
+        }
+        made[engine] = Config(**{**options, **engine.options})
+    return made[engine]
 
 
 def _heartbeat(config: UvicornConfig, made: Config) -> Heartbeat | None:
@@ -246,7 +250,21 @@ class UvicornWebSocket(asyncio.Protocol):
 
     ``uvicorn.run(app, ws=UvicornWebSocket)``, ``uvicorn.Config(app, ws=...)``, or
     ``--ws aiows.uvicorn:UvicornWebSocket``. uvicorn creates one per upgraded connection.
+    Its limits come from uvicorn's ``ws_*`` options; for aiows's other
+    :class:`~aiows.Config` fields use :meth:`configured`.
     """
+
+    #: :class:`~aiows.Config` fields over those uvicorn's options give (see :meth:`configured`).
+    options: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def configured(cls, **options: Any) -> type[UvicornWebSocket]:
+        """Return an engine class whose connections use these :class:`~aiows.Config`
+        fields, e.g. ``uvicorn.run(app, ws=UvicornWebSocket.configured(close_timeout=5,
+        compression_threshold=None))``. Raises ``TypeError`` for an unknown field and
+        ``ValueError`` for a value :class:`~aiows.Config` refuses, at once."""
+        Config(**options)  # checked now, not on the first connection
+        return type(cls.__name__, (cls,), {"options": {**cls.options, **options}})
 
     def __init__(
         self,
@@ -273,7 +291,8 @@ class UvicornWebSocket(asyncio.Protocol):
         self.stage = Stage.HANDSHAKE
         self._response: tuple[int, list[tuple[str, str]], bytearray] | None = None
         self._beat: Heartbeat | None = None
-        self.protocol = protocol = Protocol(config_of(config), on_request=self._on_request)
+        made = config_of(config, type(self))
+        self.protocol = protocol = Protocol(made, on_request=self._on_request)
         self.inbox = protocol.receiver = Inbox(protocol)
         protocol.on_closed(self._closed)
         # The transport calls the aiows protocol directly: no extra call per read.
