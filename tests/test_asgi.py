@@ -31,6 +31,8 @@ from aiows.member import Member
 
 #: uvicorn's own engines, and aiows's (aiows.uvicorn).
 ENGINES = ["websockets", "websockets-sansio", "wsproto", "aiows.uvicorn:UvicornWebSocket"]
+#: Not under uvicorn: the same handler with aiows's own server (``aiows.serve``).
+NATIVE = "aiows.serve"
 
 
 @asynccontextmanager
@@ -50,6 +52,19 @@ async def serving(app: Any, ws: str = "websockets") -> AsyncIterator[int]:
         await asyncio.wait_for(task, TIMEOUT)
 
 
+@asynccontextmanager
+async def serving_handler(handler: Any, engine: str, **options: Any) -> AsyncIterator[int]:
+    """Serve an aiows ``handler`` with ``options``: as ``App(handler, **options)`` under
+    uvicorn's ``engine``, or with ``aiows.serve(handler, **options)`` for :data:`NATIVE`.
+    The same handler, the same options; yield the port."""
+    if engine == NATIVE:
+        async with aiows.serve(handler, "127.0.0.1", 0, **options) as server:
+            yield server.port
+    else:
+        async with serving(App(handler, **options), engine) as port:
+            yield port
+
+
 async def describe(ws: ASGIWebSocket) -> None:
     """Answer the first message with what the handler sees of its request."""
     assert ws.request is not None
@@ -59,9 +74,9 @@ async def describe(ws: ASGIWebSocket) -> None:
     await ws.send(f"{ws.request.path}|{ws.request.query}|{ws.request.headers['x-name']}|{host}")
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", [NATIVE, *ENGINES])
 async def test_echo_text_and_binary(engine: str) -> None:
-    async with serving(App(echo), engine) as port:
+    async with serving_handler(echo, engine) as port:
         async with aiows.connect(f"ws://127.0.0.1:{port}/") as ws:
             await ws.send("héllo")
             assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "héllo"
@@ -69,16 +84,16 @@ async def test_echo_text_and_binary(engine: str) -> None:
             assert await asyncio.wait_for(ws.recv(), TIMEOUT) == b"\x00\xff"
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", [NATIVE, *ENGINES])
 async def test_the_request_as_the_handler_sees_it(engine: str) -> None:
-    async with serving(App(describe), engine) as port:
+    async with serving_handler(describe, engine) as port:
         uri = f"ws://127.0.0.1:{port}/a/b?x=1"
         async with websockets.connect(uri, additional_headers={"X-Name": "Ann"}) as ws:
             await ws.send("?")
             assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "/a/b|x=1|Ann|127.0.0.1"
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", [NATIVE, *ENGINES])
 async def test_close_codes_both_ways(engine: str) -> None:
     ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
 
@@ -95,7 +110,7 @@ async def test_close_codes_both_ways(engine: str) -> None:
             ended.set_result(exc)
             raise
 
-    async with serving(App(handler), engine) as port:
+    async with serving_handler(handler, engine) as port:
         async with websockets.connect(f"ws://127.0.0.1:{port}/") as client:
             await client.send("close me")
             await asyncio.wait_for(client.wait_closed(), TIMEOUT)
@@ -123,12 +138,12 @@ async def test_a_failing_handler_closes_with_1011() -> None:
             assert client.close_code == 1011
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", [NATIVE, *ENGINES])
 async def test_subprotocol(engine: str) -> None:
     async def handler(ws: ASGIWebSocket) -> None:
         await ws.send(ws.subprotocol or "none")
 
-    async with serving(App(handler, subprotocols=["b", "a"]), engine) as port:
+    async with serving_handler(handler, engine, subprotocols=["b", "a"]) as port:
         uri = f"ws://127.0.0.1:{port}/"
         async with websockets.connect(uri, subprotocols=["a", "b"]) as client:
             assert client.subprotocol == "b"
@@ -140,15 +155,15 @@ def test_a_bad_subprotocol_name_is_refused_at_once() -> None:
         App(echo, subprotocols=["a b"])
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", [NATIVE, *ENGINES])
 async def test_a_refusal_is_an_http_answer(engine: str) -> None:
     def process_request(request: aiows.Request) -> aiows.Response | None:
         if request.headers.get("Authorization") != "Bearer ok":
             return aiows.Response(401, "token required")
         return None
 
-    app = App(echo, process_request=process_request, origins=["http://good"])
-    async with serving(app, engine) as port:
+    options = {"process_request": process_request, "origins": ["http://good"]}
+    async with serving_handler(echo, engine, **options) as port:
         uri = f"ws://127.0.0.1:{port}/"
         with pytest.raises(aiows.InvalidStatus) as refused:
             async with aiows.connect(uri):
@@ -213,9 +228,9 @@ async def test_http_and_lifespan_go_to_the_fallback() -> None:
     assert seen == ["lifespan.startup", "lifespan.shutdown"]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", [NATIVE, *ENGINES])
 async def test_max_size_closes_with_1009(engine: str) -> None:
-    async with serving(App(echo, max_size=10), engine) as port:
+    async with serving_handler(echo, engine, max_size=10) as port:
         async with websockets.connect(f"ws://127.0.0.1:{port}/") as client:
             await client.send("0123456789")
             assert await asyncio.wait_for(client.recv(), TIMEOUT) == "0123456789"
@@ -256,7 +271,7 @@ async def test_a_full_inbox_stops_receiving() -> None:
     assert got == [str(n) for n in range(20)]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", [NATIVE, *ENGINES])
 async def test_a_client_that_leaves_mid_message(engine: str) -> None:
     ended: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
 
@@ -269,13 +284,14 @@ async def test_a_client_that_leaves_mid_message(engine: str) -> None:
             raise
         ended.set_result(ws.close_code)
 
-    async with serving(App(handler), engine) as port:
+    async with serving_handler(handler, engine) as port:
         raw = await RawClient.open(port)
         raw.send(frame(b"x" * 100, opcode=0x2)[:30])  # a frame cut short
         raw.close()
-        # The code is the ASGI server's: uvicorn's websockets engine says 1006 (an error),
-        # its wsproto and websockets-sansio engines say 1005 (so ``async for`` just ends).
-        expected = 1006 if engine == "websockets" else 1005
+        # The code is the server's: aiows's own and uvicorn's websockets engine say 1006
+        # (an error); uvicorn's wsproto and websockets-sansio engines, and aiows's engine
+        # as they do, say 1005 (so ``async for`` just ends).
+        expected = 1006 if engine in (NATIVE, "websockets") else 1005
         assert await asyncio.wait_for(ended, TIMEOUT) == expected
         async with aiows.connect(f"ws://127.0.0.1:{port}/") as ws:  # the server goes on
             await ws.send("x")
