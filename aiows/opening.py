@@ -112,11 +112,15 @@ class Opening:
         self._on_request(protocol, request)
 
     def accept(
-        self, request: Request, subprotocol: str | None, headers: list[tuple[str, str]]
+        self,
+        request: Request,
+        subprotocol: str | None,
+        headers: list[tuple[str, str]],
+        checked: bool = False,
     ) -> None:
         """See :meth:`aiows.protocol.Protocol.accept`."""
         protocol = self._protocol
-        refused = handshake.refusal(request)
+        refused = None if checked else handshake.refusal(request)
         if refused is not None:
             status = refused.response.status
             log.info("conn %d: %d invalid handshake: %s", protocol.id, status, refused.reason)

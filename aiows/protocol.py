@@ -271,6 +271,12 @@ class Protocol(asyncio.Protocol):
         for callback in self._callbacks or ():
             callback()
         self._callbacks = None
+        # Break the cycles (this protocol and its receiver, its opening; wsproto's
+        # parser and its generator) so that refcounting frees a closed connection at
+        # once: left to the cycle collector, closed connections make its passes longer.
+        self.receiver = None
+        self._opening = None
+        self._conn = None
 
     def on_closed(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once the TCP connection is closed (at once if it is)."""
@@ -293,16 +299,22 @@ class Protocol(asyncio.Protocol):
     # ------------------------------------------------------------------- the handshake
 
     def accept(
-        self, request: Request, subprotocol: str | None, headers: list[tuple[str, str]]
+        self,
+        request: Request,
+        subprotocol: str | None,
+        headers: list[tuple[str, str]],
+        *,
+        checked: bool = False,
     ) -> None:
         """Accept the client's handshake: validate it, answer 101, and open the connection.
 
         ``request`` is the one this protocol passed to ``on_request``. Raises
         :class:`InvalidHandshake` after answering 400 or 426 when it is not a valid
-        WebSocket handshake (see :func:`aiows.handshake.refusal`).
+        WebSocket handshake (see :func:`aiows.handshake.refusal`); ``checked=True``
+        says the caller has had :func:`~aiows.handshake.refusal` pass it already.
         """
         assert self._opening is not None
-        self._opening.accept(request, subprotocol, headers)
+        self._opening.accept(request, subprotocol, headers, checked)
 
     def reject(self, response: Response) -> None:
         """Answer the handshake with a plain HTTP response and close the connection."""
@@ -400,7 +412,8 @@ class Protocol(asyncio.Protocol):
         it advanced the connection's compressor.
         """
         conn = self._conn
-        assert conn is not None
+        if conn is None:
+            raise self.closed_error()  # closed (or not open yet): nothing to encode with
         event: TextMessage | BytesMessage
         if isinstance(data, str):
             event = TextMessage(data=data, message_finished=fin)

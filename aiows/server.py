@@ -153,9 +153,32 @@ class Server:
             self._heartbeat.discard(protocol)
 
     def _on_request(self, protocol: Protocol, request: Request) -> None:
-        task = self._loop.create_task(self._serve_connection(protocol, request))
+        if self._process_request is None:
+            # Nothing to await: decide and answer now, in the turn the request arrived.
+            ws = self._handshake_now(protocol, request)
+            if ws is None:
+                return
+            if self._heartbeat is not None:
+                self._heartbeat.add(protocol)
+            coro = self._run_handler(ws)
+        else:
+            coro = self._serve_connection(protocol, request)
+        task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _handshake_now(self, protocol: Protocol, request: Request) -> WebSocket | None:
+        """:meth:`_handshake` without a hook: the same answers, and the same 500 (with
+        its log line) when deciding fails."""
+        try:
+            response = self._admit() or self._check(request)
+            if response is None:
+                return self._accept(protocol, request)
+            self._refuse(protocol, request, response)
+        except Exception:
+            log.exception("conn %d: error while handling the handshake", protocol.id)
+            self._reject(protocol, request, error_response(500))
+        return None
 
     # ------------------------------------------------------------------ one connection
 
@@ -175,20 +198,25 @@ class Server:
     async def _handshake(self, protocol: Protocol, request: Request) -> WebSocket | None:
         response = await self._decide(request)
         if response is not None:
-            log.info(
-                "conn %d: %s %s -> %d", protocol.id, request.method, request.path, response.status
-            )
-            self._reject(protocol, request, response)
+            self._refuse(protocol, request, response)
             return None
         if protocol.state is not State.CONNECTING:
             return None  # the client left, or the handshake timed out, meanwhile
+        return self._accept(protocol, request)
+
+    def _accept(self, protocol: Protocol, request: Request) -> WebSocket | None:
+        """Accept a request that :meth:`_check` let through (so it is not checked again)."""
         ws = WebSocket(protocol, request)
         try:
             subprotocol = handshake.select_subprotocol(request, self._subprotocols)
-            protocol.accept(request, subprotocol, list(self._extra_headers))
+            protocol.accept(request, subprotocol, list(self._extra_headers), checked=True)
         except InvalidHandshake:
             return None
         return ws
+
+    def _refuse(self, protocol: Protocol, request: Request, response: Response) -> None:
+        log.info("conn %d: %s %s -> %d", protocol.id, request.method, request.path, response.status)
+        self._reject(protocol, request, response)
 
     def _reject(self, protocol: Protocol, request: Request, response: Response) -> None:
         """Send ``response`` (a copy with our headers; the head only for ``HEAD``).
@@ -200,15 +228,27 @@ class Server:
             protocol.reject(answer)
 
     async def _decide(self, request: Request) -> Response | None:
+        answer = self._admit()
+        if answer is not None:
+            return answer
+        answer = await answer_of(self._process_request, request)
+        if answer is not None:
+            return answer
+        return self._check(request)
+
+    def _admit(self) -> Response | None:
+        """503 while shutting down or at ``max_connections``, before any hook runs."""
         if self._closing:
             return error_response(503)
         limit = self.config.max_connections
         # Every connection this server holds counts, this one included: no O(n) scan.
         if limit is not None and len(self._protocols) > limit:
             return error_response(503)
-        answer = await answer_of(self._process_request, request)
-        if answer is not None:
-            return answer
+        return None
+
+    def _check(self, request: Request) -> Response | None:
+        """The answer to a request that is no valid handshake, to an unknown path or to
+        an origin not allowed; None to accept."""
         refused = handshake.refusal(request)
         if refused is not None:
             return refused.response

@@ -371,3 +371,55 @@ async def test_an_upgrade_by_another_method_than_get_is_refused(method: str) -> 
         status, _head, body = await http_answer(server.port, request)
         assert status == 400  # never 101: RFC 6455 §4.1 opens with GET only
         assert body == (b"" if method == "HEAD" else b"400 Bad Request\n")
+
+
+# ------------------------------------------------------------ the cost of a handshake
+
+
+async def test_without_a_hook_the_handshake_is_accepted_in_the_turn_it_arrives() -> None:
+    # No process_request to await: the 101 leaves at once, not a loop turn later.
+    from memory import Wire
+
+    from aiows.config import Config
+    from aiows.state import State
+
+    server = aiows.Server(echo, Config(ping_interval=None))
+    protocol = server._new_protocol()
+    wire = Wire(protocol)
+    protocol.data_received(handshake())
+    assert protocol.state is State.OPEN
+    protocol.close()
+    await asyncio.sleep(0)
+    assert wire.written.startswith(b"HTTP/1.1 101 ")
+    protocol.abort()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_closed_connection_is_freed_without_the_cycle_collector() -> None:
+    # Reference cycles (protocol and WebSocket, protocol and transport, wsproto's
+    # parser) would leave every closed connection to gc, whose passes cost F time.
+    import gc
+    import weakref
+
+    refs: list[weakref.ref[aiows.WebSocket]] = []
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        refs.append(weakref.ref(ws))
+        await echo(ws)
+
+    gc.collect()
+    gc.disable()
+    try:
+        async with running(handler) as server:
+            for _ in range(3):
+                async with websockets.connect(url(server)) as client:
+                    await client.send("hi")
+                    assert await client.recv() == "hi"
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while any(ref() is not None for ref in refs) and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            assert [ref() for ref in refs] == [None, None, None]
+    finally:
+        gc.enable()
