@@ -168,7 +168,7 @@ class WebSocket(Messages):
         message = inbox.popleft()
         if self._throttled and len(inbox) <= self._low_water:
             self._throttled = False
-            self._protocol.resume_reading()
+            self._protocol.reading.resume()
         return message
 
     async def __anext__(self) -> Message:
@@ -189,7 +189,7 @@ class WebSocket(Messages):
         message = inbox.popleft()
         if self._throttled and len(inbox) <= self._low_water:
             self._throttled = False
-            self._protocol.resume_reading()
+            self._protocol.reading.resume()
         return message
 
     def _new_waiter(self) -> asyncio.Future[None]:
@@ -224,7 +224,7 @@ class WebSocket(Messages):
             waiter.set_result(None)
         if len(inbox) >= self._max_queue and not self._throttled:
             self._throttled = True
-            self._protocol.pause_reading()
+            self._protocol.reading.pause()
 
     def _receive_ended(self) -> None:
         waiter = self._waiter

@@ -122,7 +122,7 @@ class Heartbeat:
             protocol.close(1011, "write timeout")
             return
         idle = self._idle.setdefault(protocol, now)
-        if protocol.take_activity(now - idle) or protocol.reading_paused:
+        if protocol.take_activity(now - idle) or protocol.reading.paused:
             # Heard from the peer, or silent because we stopped reading: alive.
             self._idle[protocol] = now
             self._deadlines.pop(protocol, None)

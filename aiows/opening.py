@@ -21,6 +21,7 @@ from .config import Config
 from .exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
 from .http import HTTPError, Request, Response, error_response, parse_request
 from .outbox import Outbox
+from .reading import ReadGate
 
 __all__ = ["Glue", "Opening"]
 
@@ -37,8 +38,8 @@ class Glue(Interface):
     transport: asyncio.Transport | None
     subprotocol: str | None
     outbox: Outbox
+    reading: ReadGate
 
-    def pause_reading(self) -> None: ...
     def reject(self, response: Response) -> None: ...
     def _open(self, extensions: list[Extension], trailing: bytes) -> None: ...
     def _enter_closing(self) -> None: ...
@@ -101,7 +102,7 @@ class Opening:
 
     def _request_head(self) -> None:
         protocol = self._protocol
-        protocol.pause_reading()
+        protocol.reading.pause()
         try:
             request = parse_request(self._head, protocol.remote_address)
         except HTTPError as exc:

@@ -44,6 +44,7 @@ from .http import Request, Response
 from .opening import Opening
 from .outbox import COALESCE, Outbox
 from .pings import Pings
+from .reading import ReadGate
 from .state import TRANSITIONS, State
 
 __all__ = [
@@ -100,13 +101,11 @@ class Protocol(asyncio.Protocol):
         "_deflate",
         "_failed",
         "_fast_read",
-        "_held_for_pongs",
         "_on_lost",
         "_opening",
         "_pings",
         "_plain",
         "_reader",
-        "_reading_paused",
         "_received",
         "_timer",
         "_uncompressed",
@@ -117,6 +116,7 @@ class Protocol(asyncio.Protocol):
         "latency",
         "loop",
         "outbox",
+        "reading",
         "receiver",
         "remote_address",
         "state",
@@ -157,10 +157,7 @@ class Protocol(asyncio.Protocol):
         self._close_rcvd: tuple[int, str] | None = None
         self._close_sent: tuple[int, str] | None = None
         self._pings: Pings | None = None
-        # Reading is paused while the application's inbox is full, and held while pongs
-        # wait for a write buffer above write_limit (see "flow control" below).
-        self._reading_paused = False
-        self._held_for_pongs = False
+        self.reading = ReadGate()
         # The peer broke the protocol and we closed (RFC 6455 §7.1.7): ignore its bytes.
         self._failed = False
         # No permessage-deflate: frames are encoded here, without wsproto.
@@ -196,7 +193,7 @@ class Protocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.remote_address = tuple(peer[:2]) if isinstance(peer, tuple) else None
         transport.set_write_buffer_limits(high=self.config.write_limit)
-        self.outbox.transport = transport
+        self.outbox.transport = self.reading.transport = transport
         timeout = self.config.open_timeout
         if timeout is not None:
             timeout -= self.loop.time() - self._born
@@ -239,7 +236,7 @@ class Protocol(asyncio.Protocol):
                 if conn.state is ConnectionState.OPEN:
                     self.outbox.write(conn.send(event.response()))
                     if self.outbox.paused:
-                        self._hold_reading()
+                        self.reading.hold()
             elif isinstance(event, Pong):
                 latency = self._pings.answered(event.payload) if self._pings else None
                 if latency is not None:
@@ -291,9 +288,7 @@ class Protocol(asyncio.Protocol):
         self.outbox.paused = True
 
     def resume_writing(self) -> None:
-        if self._held_for_pongs:
-            self._held_for_pongs = False
-            self._reading_changed(was_paused=True)
+        self.reading.release()
         self.outbox.resume()
 
     # ------------------------------------------------------------------- the handshake
@@ -352,7 +347,7 @@ class Protocol(asyncio.Protocol):
         self._move_to(State.OPEN)
         if opening is not None and opening.opened is not None and not opening.opened.done():
             opening.opened.set_result(None)
-        self.resume_reading()
+        self.reading.resume()
         if trailing:
             self.data_received(trailing)
 
@@ -573,50 +568,6 @@ class Protocol(asyncio.Protocol):
         return self._close_rcvd[1] if self._close_rcvd else ""
 
     # ----------------------------------------------------------------- flow control
-
-    # Reading stops for two reasons, each with its own flag: the application's inbox is
-    # full (pause_reading), or a pong was written into a write buffer above write_limit
-    # (_hold_reading). The socket is read again only when neither holds.
-
-    def pause_reading(self) -> None:
-        """Stop reading from the socket (the application's inbox is full)."""
-        if not self._reading_paused:
-            self._reading_paused = True
-            self._reading_changed(was_paused=self._held_for_pongs)
-
-    def resume_reading(self) -> None:
-        """Read from the socket again, unless pongs wait for the write buffer to drain."""
-        if self._reading_paused:
-            self._reading_paused = False
-            self._reading_changed(was_paused=True)
-
-    def _hold_reading(self) -> None:
-        # Every ping gets its pong, even above write_limit; a peer that pings and never
-        # reads would make us buffer pongs without end, so read nothing more from it
-        # until the buffer drains (resume_writing). Its pongs thus stay under
-        # write_limit plus one read's worth.
-        if not self._held_for_pongs:
-            self._held_for_pongs = True
-            self._reading_changed(was_paused=self._reading_paused)
-
-    def _reading_changed(self, was_paused: bool) -> None:
-        paused = self._reading_paused or self._held_for_pongs
-        transport = self.transport
-        if paused is was_paused or transport is None or transport.is_closing():
-            return
-        if paused:
-            transport.pause_reading()
-        else:
-            transport.resume_reading()
-
-    @property
-    def reading_paused(self) -> bool:
-        """True while reading is paused because the application is busy.
-
-        Not while it is paused for a peer that does not read its pongs: that silence
-        is the peer's doing (see :attr:`~aiows.outbox.Outbox.paused`).
-        """
-        return self._reading_paused
 
     def take_activity(self, elapsed: float = 0.0) -> bool:
         """Return whether the peer made progress since the last time this said so.

@@ -161,7 +161,7 @@ class Inbox:
         event = events.popleft()
         if self._throttled and len(events) <= self._low_water:
             self._throttled = False
-            self._protocol.resume_reading()
+            self._protocol.reading.resume()
         return event
 
     def end(self, event: Event) -> None:
@@ -171,7 +171,7 @@ class Inbox:
             self._parts = None
             if self._throttled:  # read on, so that the peer's close frame is seen
                 self._throttled = False
-                self._protocol.resume_reading()
+                self._protocol.reading.resume()
         self._wake()
 
     def detach(self) -> list[Message] | None:
@@ -194,7 +194,7 @@ class Inbox:
         protocol.on_closed(lambda: self.end(self._ended_by_protocol()))
         if self._throttled:
             self._throttled = False
-            protocol.resume_reading()
+            protocol.reading.resume()
         return pending
 
     def _wake(self) -> None:
@@ -227,7 +227,7 @@ class Inbox:
         self._wake()
         if len(events) >= self._max_queue and not self._throttled:
             self._throttled = True
-            self._protocol.pause_reading()
+            self._protocol.reading.pause()
 
     def _receive_ended(self) -> None:
         if self._disconnect is None:

@@ -278,10 +278,10 @@ async def test_full_inbox_pauses_reading() -> None:
             for i in range(100):
                 await client.send(str(i))
             for _ in range(100):
-                if ws.protocol.reading_paused:
+                if ws.protocol.reading.paused:
                     break
                 await asyncio.sleep(0.02)
-            assert ws.protocol.reading_paused
+            assert ws.protocol.reading.paused
             assert ws.pending_messages < 100
             release.set()
             assert await asyncio.wait_for(client.recv(), 10) == "100"

@@ -46,12 +46,12 @@ async def test_blocked_handler_with_healthy_client_is_not_closed() -> None:
         async with websockets.connect(url(server), ping_interval=None) as client:
             for i in range(10):
                 await client.send(str(i))
-            await wait_for(lambda: bool(served) and served[0].protocol.reading_paused)
+            await wait_for(lambda: bool(served) and served[0].protocol.reading.paused)
             # Many ping intervals and timeouts pass while we do not read its pongs.
             await wait_ticks(heartbeat, 30)
             ws = served[0]
             assert ws.state is aiows.State.OPEN
-            assert ws.protocol.reading_paused
+            assert ws.protocol.reading.paused
             release.set()
             answer = await asyncio.wait_for(client.recv(), TIMEOUT)
             assert answer == ",".join(str(i) for i in range(10))
@@ -188,7 +188,7 @@ async def test_echo_peer_that_never_reads_is_closed_although_our_reading_is_paus
         ws = server.connections[0]
         sender = asyncio.create_task(keep_sending_big(raw))
         try:
-            await wait_for(lambda: ws.protocol.reading_paused and ws.protocol.outbox.paused)
+            await wait_for(lambda: ws.protocol.reading.paused and ws.protocol.outbox.paused)
             await asyncio.wait_for(ws.wait_closed(), TIMEOUT * 2)
         finally:
             sender.cancel()
@@ -227,7 +227,7 @@ async def test_slow_reader_that_makes_progress_is_kept_while_our_reading_is_paus
         raw = await deaf_client(server)
         for i in range(4):  # its inbox fills: we stop reading from the peer
             raw.send(frame(str(i).encode()))
-        await wait_for(lambda: bool(served) and served[0].protocol.reading_paused)
+        await wait_for(lambda: bool(served) and served[0].protocol.reading.paused)
         await wait_for(lambda: served[0].protocol.outbox.paused)
         for _ in range(32):  # a slow reader: one frame now and then, never a long stall
             raw.writer.transport.resume_reading()

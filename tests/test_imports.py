@@ -34,7 +34,14 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("handshake", {"aiows.handshake"}),
     (
         "protocol",
-        {"aiows.protocol", "aiows.opening", "aiows.outbox", "aiows.pings", "aiows.heartbeat"},
+        {
+            "aiows.protocol",
+            "aiows.opening",
+            "aiows.outbox",
+            "aiows.reading",
+            "aiows.pings",
+            "aiows.heartbeat",
+        },
     ),
     ("connection and the hub's member interface", {"aiows.connection", "aiows.member"}),
     ("server and client", {"aiows.server", "aiows.client", "aiows.proxy", "aiows.sync"}),

@@ -37,9 +37,9 @@ class Glue:
         self.rejected: list[Response] = []
         self.opened: list[bytes] = []
         self.paused = self.closing = False
-        self.outbox = self  # what is written to the socket is recorded below
+        self.outbox = self.reading = self  # what it writes and pauses is recorded below
 
-    def pause_reading(self) -> None:
+    def pause(self) -> None:
         self.paused = True
 
     def reject(self, response: Response) -> None:

@@ -84,9 +84,9 @@ async def test_pause_for_pongs_and_for_a_full_inbox_combine() -> None:
         raw.writer.transport.resume_reading()
         for _ in range(group):
             assert (await raw.read_frame()).opcode == 0xA
-        await wait_for(lambda: ws.pending_messages == 1 and ws.protocol.reading_paused)
+        await wait_for(lambda: ws.pending_messages == 1 and ws.protocol.reading.paused)
         await asyncio.sleep(0.3)
-        assert ws.pending_messages == 1 and ws.protocol.reading_paused
+        assert ws.pending_messages == 1 and ws.protocol.reading.paused
         release.set()
         frames = [await raw.read_frame() for _ in range(group * (messages - 1) + messages)]
         texts = [f.payload for f in frames if f.opcode == 0x1]

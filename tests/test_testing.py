@@ -212,7 +212,7 @@ async def test_the_hub_closes_a_slow_in_memory_client_as_over_tcp() -> None:
                     hub.broadcast(os.urandom(size))
                     peak = max(peak, slow_side.protocol.outbox.pending())
                     assert len(await asyncio.wait_for(fast.recv(), TIMEOUT)) == size
-                assert slow.protocol.reading_paused
+                assert slow.protocol.reading.paused
                 await asyncio.wait_for(slow_side.wait_closed(), TIMEOUT)
                 assert slow_side.protocol.closed_error().sent_code == 1013
                 assert peak <= limit + size + 16  # bounded, as over TCP

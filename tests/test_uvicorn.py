@@ -482,10 +482,10 @@ async def test_a_full_queue_pauses_reading() -> None:
             for n in range(200):
                 await client.send(str(n))
             (engine,) = server.server_state.connections
-            await wait_for(lambda: engine.protocol.reading_paused)
+            await wait_for(lambda: engine.protocol.reading.paused)
             go.set()
             assert await asyncio.wait_for(client.recv(), TIMEOUT) == "done"
-            assert not engine.protocol.reading_paused
+            assert not engine.protocol.reading.paused
     assert got == [str(n) for n in range(200)]
 
 

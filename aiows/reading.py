@@ -1,0 +1,67 @@
+"""The :class:`ReadGate`: whether one connection's socket is read.
+
+Reading stops for two reasons, each with its own flag: the application's inbox is full
+(:meth:`~ReadGate.pause`), or a pong was written into a write buffer above
+``write_limit`` (:meth:`~ReadGate.hold`). The socket is read again only when neither
+holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+__all__ = ["ReadGate"]
+
+
+class ReadGate:
+    """Pauses and resumes reading a transport for the application and for the peer."""
+
+    __slots__ = ("held", "paused", "transport")
+
+    def __init__(self) -> None:
+        #: Set once the connection is made.
+        self.transport: asyncio.Transport | None = None
+        #: True while the application is busy (its inbox is full).
+        self.paused = False
+        #: True while pongs wait for the write buffer to drain: that silence is the
+        #: peer's doing, not the application's.
+        self.held = False
+
+    def pause(self) -> None:
+        """Stop reading: the application's inbox is full."""
+        if not self.paused:
+            self.paused = True
+            self._changed(was_paused=self.held)
+
+    def resume(self) -> None:
+        """Read again, unless pongs wait for the write buffer to drain."""
+        if self.paused:
+            self.paused = False
+            self._changed(was_paused=True)
+
+    def hold(self) -> None:
+        """Stop reading until :meth:`release`: a pong went into a full write buffer.
+
+        Every ping gets its pong, even above write_limit; a peer that pings and never
+        reads would make us buffer pongs without end, so nothing more is read from it
+        until the buffer drains. Its pongs thus stay under write_limit plus one read's.
+        """
+        if not self.held:
+            self.held = True
+            self._changed(was_paused=self.paused)
+
+    def release(self) -> None:
+        """The write buffer drained: read again, unless the application is busy."""
+        if self.held:
+            self.held = False
+            self._changed(was_paused=True)
+
+    def _changed(self, was_paused: bool) -> None:
+        paused = self.paused or self.held
+        transport = self.transport
+        if paused is was_paused or transport is None or transport.is_closing():
+            return
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
