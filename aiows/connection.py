@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
 from .frames import PLAIN, frame_header
-from .message import Message
+from .message import Fragments, Message, gather
 from .state import State
 
 if TYPE_CHECKING:
@@ -64,7 +64,6 @@ class WebSocket(Messages):
         "_outbox",
         "_parts",
         "_protocol",
-        "_text",
         "_throttled",
         "_waiter",
         "flush",
@@ -78,11 +77,8 @@ class WebSocket(Messages):
         self.request = request
         self._inbox: deque[Message] | None = None  # made on the first message
         self._waiter: asyncio.Future[None] | None = None
-        # A fragmented message being assembled, as bytes (text as UTF-8): one growing
-        # buffer costs about the message's size, where a list of thousands of 2-byte
-        # objects would cost 20 times more.
-        self._parts: bytearray | None = None
-        self._text = False
+        # A fragmented message being assembled.
+        self._parts: Fragments | None = None
         self._max_queue = protocol.config.max_queue
         self._low_water = self._max_queue // 4
         self._throttled = False
@@ -204,17 +200,11 @@ class WebSocket(Messages):
     def _receive(self, data: Message, finished: bool) -> None:
         # Called by the protocol for every fragment, in order. Text fragments come
         # decoded by wsproto, which validates UTF-8 across fragment boundaries.
-        parts = self._parts
-        if not finished or parts is not None:
-            if parts is None:
-                parts = self._parts = bytearray()
-                self._text = isinstance(data, str)
-            parts += data.encode() if isinstance(data, str) else data
-            if not finished:
+        if not finished or self._parts is not None:
+            self._parts, whole = gather(self._parts, data, finished)
+            if whole is None:
                 return
-            self._parts = None
-            data = parts.decode() if self._text else bytes(parts)
-            del parts  # the message alone stays
+            data = whole
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = deque()

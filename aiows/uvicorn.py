@@ -38,7 +38,7 @@ from .exceptions import ConnectionClosed
 from .handshake import refusal
 from .heartbeat import Heartbeat
 from .http import Request, Response, check_header, check_token
-from .message import Message
+from .message import Fragments, Message, gather
 from .protocol import Protocol
 from .state import State
 
@@ -124,7 +124,6 @@ class Inbox:
         "_max_queue",
         "_parts",
         "_protocol",
-        "_text",
         "_throttled",
         "_waiter",
         "accepted",
@@ -134,8 +133,7 @@ class Inbox:
         self._protocol = protocol
         self._events: deque[Event] = deque([{"type": "websocket.connect"}])
         self._waiter: asyncio.Future[None] | None = None
-        self._parts: bytearray | None = None
-        self._text = False
+        self._parts: Fragments | None = None
         self._max_queue = protocol.config.max_queue
         self._low_water = self._max_queue // 4
         self._throttled = False
@@ -207,16 +205,11 @@ class Inbox:
     def _receive(self, data: Message, finished: bool) -> None:
         if self._disconnect is not None:
             return  # the application closed: what the peer sends now is not for it
-        parts = self._parts
-        if not finished or parts is not None:
-            if parts is None:
-                parts = self._parts = bytearray()
-                self._text = isinstance(data, str)
-            parts += data.encode() if isinstance(data, str) else data
-            if not finished:
+        if not finished or self._parts is not None:
+            self._parts, whole = gather(self._parts, data, finished)
+            if whole is None:
                 return
-            self._parts = None
-            data = parts.decode() if self._text else bytes(parts)
+            data = whole
         if isinstance(data, str):
             event: Event = {"type": "websocket.receive", "text": data}
         else:
