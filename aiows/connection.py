@@ -151,37 +151,33 @@ class WebSocket(Messages):
         is never lost by cancelling. Raises :class:`~aiows.ConcurrencyError` when another
         coroutine is already waiting in ``recv()``.
         """
-        inbox = self._inbox
-        if not inbox:
-            waiter = self._new_waiter()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-            inbox = self._inbox
-            if not inbox:
-                raise self._protocol.closed_error()
-        message = inbox.popleft()
-        if self._throttled and len(inbox) <= self._low_water:
-            self._throttled = False
-            self._protocol.reading.resume()
-        return message
+        if not self._inbox:
+            await self._arrival()
+        return self._take()
 
     async def __anext__(self) -> Message:
-        # recv() again, inlined: one coroutine less per message on the hot path.
-        inbox = self._inbox
+        # recv() again, without its coroutine: one less per message on the hot path.
+        if not self._inbox:
+            try:
+                await self._arrival()
+            except ConnectionClosedOK:
+                raise StopAsyncIteration from None
+        return self._take()
+
+    async def _arrival(self) -> None:
+        """Wait for a message; raise how the connection closed when none will come."""
+        waiter = self._new_waiter()
         try:
-            if not inbox:
-                waiter = self._new_waiter()
-                try:
-                    await waiter
-                finally:
-                    self._waiter = None
-                inbox = self._inbox
-                if not inbox:
-                    raise self._protocol.closed_error()
-        except ConnectionClosedOK:
-            raise StopAsyncIteration from None
+            await waiter
+        finally:
+            self._waiter = None
+        if not self._inbox:
+            raise self._protocol.closed_error()
+
+    def _take(self) -> Message:
+        """The next message of the inbox (there is one); reading resumes below low water."""
+        inbox = self._inbox
+        assert inbox
         message = inbox.popleft()
         if self._throttled and len(inbox) <= self._low_water:
             self._throttled = False
