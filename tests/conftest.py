@@ -66,6 +66,33 @@ async def running(
         yield server
 
 
+@asynccontextmanager
+async def uvicorn_server(app: Any, **config: Any) -> AsyncIterator[Any]:
+    """Run a real uvicorn ``Server`` for the ASGI ``app`` on 127.0.0.1, a free port, with
+    ``uvicorn.Config`` options ``config`` (``ws=``, ``lifespan=``...); yield the server
+    (its port: ``uvicorn_port(server)``), and shut it down gracefully after the block."""
+    import uvicorn  # a test extra: only the ASGI tests need it
+
+    config = {"lifespan": "off", "log_level": "warning", **config}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, **config))
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while not (server.started or task.done()):
+                await asyncio.sleep(0.01)
+        assert server.started, task.result()
+        yield server
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 3 * TIMEOUT)
+
+
+def uvicorn_port(server: Any) -> int:
+    """The port a :func:`uvicorn_server` listens on."""
+    port: int = server.servers[0].sockets[0].getsockname()[1]
+    return port
+
+
 def url(server: aiows.Server, path: str = "/", scheme: str = "ws") -> str:
     """Return the address of ``server``."""
     return f"{scheme}://127.0.0.1:{server.port}{path}"

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 import websockets
-from conftest import TIMEOUT, echo, running
+from conftest import TIMEOUT, echo, running, uvicorn_port, uvicorn_server
 from fastapi import FastAPI
 from fastapi import WebSocket as FastAPIWebSocket
 from hubtools import wait_for
@@ -37,19 +36,9 @@ NATIVE = "aiows.serve"
 
 @asynccontextmanager
 async def serving(app: Any, ws: str = "websockets") -> AsyncIterator[int]:
-    """Serve the ASGI ``app`` with uvicorn on a free port; yield the port."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, ws=ws, lifespan="on", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_for(lambda: server.started or task.done(), TIMEOUT)
-        assert server.started, task.result()
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, TIMEOUT)
+    """Serve the ASGI ``app`` with uvicorn's engine ``ws`` on a free port; yield the port."""
+    async with uvicorn_server(app, ws=ws, lifespan="on") as server:
+        yield uvicorn_port(server)
 
 
 @asynccontextmanager

@@ -24,10 +24,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import uvicorn
 import websocket
 import websockets
-from conftest import TIMEOUT, running
+from conftest import TIMEOUT, running, uvicorn_port, uvicorn_server
 from hubtools import wait_for
 from redisfixture import AiowsProcess, RedisServer, python_env, redis_server_in
 
@@ -55,16 +54,8 @@ def example() -> ModuleType:
 @asynccontextmanager
 async def serving(app: Any) -> AsyncIterator[int]:
     """Serve ``app`` with uvicorn on 127.0.0.1, a free port, lifespan on; yield the port."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_for(lambda: server.started or task.done(), TIMEOUT)
-        assert server.started, task.result()
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, TIMEOUT * 2)
+    async with uvicorn_server(app, lifespan="on") as server:
+        yield uvicorn_port(server)
 
 
 async def until(ws: Any, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:

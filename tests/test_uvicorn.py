@@ -19,16 +19,15 @@ import sys
 import textwrap
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 import websocket
 import websockets
-from conftest import TIMEOUT
+from conftest import TIMEOUT, uvicorn_port, uvicorn_server
 from fastapi import FastAPI, WebSocketDisconnect
 from fastapi import WebSocket as FastAPIWebSocket
 from hubtools import wait_for
@@ -44,26 +43,12 @@ IDS = ["websockets-sansio", "wsproto", "aiows"]
 engines = pytest.mark.parametrize("engine", ENGINES, ids=IDS)
 
 
-@asynccontextmanager
-async def serving(app: Any, engine: Any, **options: Any) -> AsyncIterator[uvicorn.Server]:
+def serving(app: Any, engine: Any, **options: Any) -> AbstractAsyncContextManager[Any]:
     """Serve the ASGI ``app`` with uvicorn and the WebSocket ``engine`` on a free port."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, ws=engine, lifespan="off", log_level="warning", **options
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_for(lambda: server.started or task.done(), TIMEOUT)
-        assert server.started, task.result()
-        yield server
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 3 * TIMEOUT)
+    return uvicorn_server(app, ws=engine, **options)
 
 
-def port_of(server: uvicorn.Server) -> int:
-    port: int = server.servers[0].sockets[0].getsockname()[1]
-    return port
+port_of = uvicorn_port
 
 
 class Recorder:
