@@ -259,7 +259,8 @@ def parse_request(head: bytes, remote_address: tuple[str, int] | None = None) ->
         raise HTTPError(505 if version.startswith(b"HTTP/") else 400, "unsupported HTTP version")
     headers = _parse_headers(lines[1:-2])
     path, _, query = target.decode("ascii").partition("?")
-    return Request(method.decode(), path, query, headers, version.decode(), remote_address)
+    text = "HTTP/1.1" if version == b"HTTP/1.1" else "HTTP/1.0"
+    return Request(sys.intern(method.decode()), path, query, headers, text, remote_address)
 
 
 def _parse_headers(lines: list[bytes]) -> Headers:
@@ -273,6 +274,8 @@ def _parse_headers(lines: list[bytes]) -> Headers:
         value = value.strip(b" \t")
         if not _VALUE.fullmatch(value):
             raise HTTPError(400, "invalid header value")
-        # Names repeat on every connection: interned, they are stored once per process.
-        items += (sys.intern(name.decode("ascii")), value.decode("latin-1"))
+        # Names and most values repeat on every connection: interned, they are stored
+        # once per process while a connection holds them (sys.intern's strings are
+        # freed with their last holder, so unique values cost no more than a look-up).
+        items += (sys.intern(name.decode("ascii")), sys.intern(value.decode("latin-1")))
     return Headers._flat(items)

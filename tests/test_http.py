@@ -126,3 +126,16 @@ def test_headers_keep_names_and_values_in_one_tuple() -> None:
     assert headers.get_all("upgrade") == ["websocket", "h2c"] and headers["HOST"] == "x"
     assert len(headers) == 3 and "upgrade" in headers and "Origin" not in headers
     assert repr(headers) == f"Headers({pairs!r})"
+
+
+def test_requests_share_the_strings_they_repeat() -> None:
+    # Every connection sends "websocket", "Upgrade", "13", its Host...: stored once
+    # per process, not once per connection.
+    head = (
+        b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    first, second = parse_request(head), parse_request(bytes(head))
+    assert first.method is second.method and first.version is second.version
+    for one, other in zip(first.headers._items, second.headers._items, strict=True):
+        assert one is other
