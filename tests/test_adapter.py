@@ -7,6 +7,7 @@ falling back to a slower or weaker path in silence.
 from __future__ import annotations
 
 import os
+import random
 import struct
 import sys
 import tracemalloc
@@ -320,3 +321,22 @@ def test_an_inflated_message_costs_at_most_two_windows_of_history() -> None:
     assert release_idle([deflate])
     assert not release_idle([deflate])
     assert deflate._window == big[-(2**12) :]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_messages_of_any_size_inflate_right_across_releases(seed: int) -> None:
+    """Pieces of every size, releases at random points: the window is always right."""
+    rng = random.Random(seed)
+    bits = rng.choice([9, 10, 12])
+    deflate = BoundedDeflate(None)
+    deflate.accept(f"permessage-deflate; client_max_window_bits={bits}")
+    conn = new_connection(False, [deflate], None)
+    peer = zlib.compressobj(6, zlib.DEFLATED, -bits)
+    words = [b"%d-%s " % (n, b"x" * rng.randrange(8)) for n in range(40)]
+    for _ in range(60):
+        message = b"".join(rng.choice(words) for _ in range(rng.choice([1, 5, 30, 300])))
+        conn.receive_data(frame(_deflated(peer, message), opcode=2, rsv=4))
+        assert [e.data for e in conn.events()] == [message]
+        assert sum(map(len, deflate._history or ())) <= 2 * 2**bits + len(message)
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            release_idle([deflate])
