@@ -74,9 +74,10 @@ def new_id() -> int:
 PROGRESS_RATE = 2**16
 
 #: A compressing connection that compressed nothing for between one and two of these
-#: periods (seconds; control frames do not count) frees its compressor (about 41 KiB with the default windows): the next
-#: message builds a new one, which costs it some CPU and the context of the earlier
-#: messages (RFC 7692 §7.2.3 allows a new deflate stream at any message). One that
+#: periods (seconds; control frames do not count) frees its compressor (about 41 KiB
+#: with the default windows): the next message builds a new one, which costs it some
+#: CPU and the context of the earlier messages (RFC 7692 §7.2.3 allows a new deflate
+#: stream at any message). One that
 #: received no compressed message as long frees its decompressor (about 7 KiB and its
 #: window) and keeps the window's bytes alone, which the next one is built with.
 COMPRESSOR_IDLE = 0.5
