@@ -258,11 +258,11 @@ class BoundedDeflate(PerMessageDeflate):
         self._plain_message = False  # the message being sent goes out uncompressed
         self._sending = False  # between the first and the last frame of a message we send
         self._in_frame = False  # between a data frame's header and its end
-        # The peer's deflate window while our decompressor is released: the last
-        # 2**bits bytes inflated, which its next message may refer back to. While the
-        # decompressor lives, _history holds the bytes inflated lately (_held of them,
-        # at most two windows and one piece), of which the window is the end.
-        self._window = b""
+        # The bytes inflated lately (_held of them), of which the last 2**bits are the
+        # peer's deflate window, which its next message may refer back to: _history
+        # while the decompressor lives (at most two windows and one piece), _window
+        # once it is released (the same pieces, less those before the window).
+        self._window: list[bytes] = []
         self._history: list[bytes] | None = None
         self._held = 0
         self._window_size = 0
@@ -479,9 +479,12 @@ class BoundedDeflate(PerMessageDeflate):
         is being received.
 
         Its zlib state (about 7 KiB, and the window: ``2**bits`` bytes) is replaced by
-        the window's bytes alone: the last ``2**bits`` bytes inflated, or fewer if fewer
-        were. The next compressed message builds a new decompressor with them as its
-        dictionary (RFC 7692 §7.2.2: the peer may refer back into earlier messages).
+        the window's bytes alone: the last ``2**bits`` bytes inflated (or fewer if fewer
+        were), kept as the pieces inflated, at most twice that. The next compressed
+        message builds a new decompressor with them as its dictionary (RFC 7692
+        §7.2.2: the peer may refer back into earlier messages). Nothing is allocated
+        here: what would be lands in the memory just freed and keeps the heap from
+        giving pages back to the system.
         """
         if self._decompressor is None:
             return False
@@ -489,8 +492,10 @@ class BoundedDeflate(PerMessageDeflate):
             return False  # a message, or a frame, under way
         history = self._history
         if history is not None:
-            self._window = b"".join(history)[-self._window_size :]
-            self._history = None
+            held = self._held
+            while held - len(history[0]) >= self._window_size:
+                held -= len(history.pop(0))  # a piece before the window (a few at most)
+            self._window, self._history, self._held = history, None, held
         self._decompressor = None
         return True
 
@@ -499,10 +504,12 @@ class BoundedDeflate(PerMessageDeflate):
         bits = self.server_max_window_bits if client else self.client_max_window_bits
         if self.server_no_context_takeover if client else self.client_no_context_takeover:
             return zlib.decompressobj(-bits)  # each message starts afresh
-        window, self._window = self._window, b""
+        self._window_size = size = 1 << bits
+        window = b"".join(self._window)[-size:]
+        self._window = []
+        # The decompressor keeps its zdict: the history starts with that very object.
         self._history = [window] if window else []
         self._held = len(window)
-        self._window_size = 1 << bits
         if not window:
             return zlib.decompressobj(-bits)
         return zlib.decompressobj(-bits, zdict=window)
