@@ -48,7 +48,7 @@ __all__ = [
     "idle",
     "is_compressed",
     "new_connection",
-    "release_compressors",
+    "release_idle",
 ]
 
 _NO_RSV = RsvBits(False, False, False)
@@ -127,13 +127,14 @@ def frame_format(client: bool, extensions: Sequence[Extension]) -> int | None:
     return PLAIN
 
 
-def release_compressors(extensions: Sequence[Extension]) -> bool:
-    """Free the compressor of an idle connection's permessage-deflate, if it has one.
+def release_idle(extensions: Sequence[Extension]) -> bool:
+    """Free what an idle connection's permessage-deflate holds and no longer uses.
 
-    See :meth:`BoundedDeflate.release_compressor`; True if memory was freed.
+    Call it now and then (every half second, say): see :meth:`BoundedDeflate.release_idle`.
+    Returns True while something is still held: the caller should call again later.
     """
     return any(
-        isinstance(extension, BoundedDeflate) and extension.release_compressor()
+        isinstance(extension, BoundedDeflate) and extension.release_idle()
         for extension in extensions
     )
 
@@ -257,6 +258,17 @@ class BoundedDeflate(PerMessageDeflate):
         self._plain_message = False  # the message being sent goes out uncompressed
         self._sending = False  # between the first and the last frame of a message we send
         self._in_frame = False  # between a data frame's header and its end
+        # The bytes inflated lately (_held of them), of which the last 2**bits are the
+        # peer's deflate window, which its next message may refer back to: _history
+        # while the decompressor lives (at most two windows and one piece), _window
+        # once it is released (the same pieces, less those before the window).
+        self._window: list[bytes] = []
+        self._history: list[bytes] | None = None
+        self._held = 0
+        self._window_size = 0
+        # Since the last release_idle(): a message was inflated, a frame compressed.
+        self._inflated = False
+        self._deflated = False
 
     # ------------------------------------------------------------------ negotiation
 
@@ -366,6 +378,8 @@ class BoundedDeflate(PerMessageDeflate):
                 # and fail as bad data (1007) instead.
                 return CloseReason.PROTOCOL_ERROR
             self._budget = self.max_size
+            if rsv.rsv1 and self._decompressor is None:
+                self._decompressor = self._new_decompressor(proto.client)
         # wsproto calls this again for the same header when its masking key had not
         # arrived yet; the second call must not see it as a new message.
         self._in_frame = True
@@ -402,8 +416,8 @@ class BoundedDeflate(PerMessageDeflate):
         data = self._inflate(_DEFLATE_TAIL)
         if isinstance(data, CloseReason):
             return data
-        ours = self.server_no_context_takeover if proto.client else self.client_no_context_takeover
-        if ours:
+        self._inflated = True
+        if self._history is None:  # no context kept between the peer's messages
             self._decompressor = None
         return data
 
@@ -427,7 +441,23 @@ class BoundedDeflate(PerMessageDeflate):
         self._sending = not fin
         if self._plain_message:
             return rsv, data
+        self._deflated = True
         return super().frame_outbound(proto, opcode, rsv, data, fin)
+
+    def release_idle(self) -> bool:
+        """Free the compressor if nothing was compressed since the last call, and the
+        decompressor if nothing was inflated since the last call, each between messages
+        (:meth:`release_compressor`, :meth:`release_decompressor`). Returns True while
+        either is still held. Called every ``p`` seconds, it frees each after ``p`` to
+        ``2p`` seconds of disuse; control frames and plain frames do not count as use.
+        """
+        deflated, self._deflated = self._deflated, False
+        inflated, self._inflated = self._inflated, False
+        if not deflated:
+            self.release_compressor()
+        if not inflated:
+            self.release_decompressor()
+        return self._compressor is not None or self._decompressor is not None
 
     def release_compressor(self) -> bool:
         """Free our compressor between messages (about 41 KiB with 12-bit windows and
@@ -442,6 +472,69 @@ class BoundedDeflate(PerMessageDeflate):
             return False
         self._compressor = None
         return True
+
+    def release_decompressor(self) -> bool:
+        """Free our decompressor between messages; the next compressed message builds a
+        new one. Returns True if one was freed; False when there is none or a message
+        is being received.
+
+        Its zlib state (about 7 KiB, and the window: ``2**bits`` bytes) is replaced by
+        the window's bytes alone: the last ``2**bits`` bytes inflated (or fewer if fewer
+        were), kept as the pieces inflated, at most twice that. The next compressed
+        message builds a new decompressor with them as its dictionary (RFC 7692
+        §7.2.2: the peer may refer back into earlier messages). Nothing is allocated
+        here: what would be lands in the memory just freed and keeps the heap from
+        giving pages back to the system.
+        """
+        if self._decompressor is None:
+            return False
+        if self._inbound_compressed is not None or self._in_frame:
+            return False  # a message, or a frame, under way
+        history = self._history
+        if history is not None:
+            held = self._held
+            while held - len(history[0]) >= self._window_size:
+                held -= len(history.pop(0))  # a piece before the window (a few at most)
+            self._window, self._history, self._held = history, None, held
+        self._decompressor = None
+        return True
+
+    def _new_decompressor(self, client: bool) -> zlib._Decompress:
+        # wsproto builds one too when it finds none; ours knows the window it is given.
+        bits = self.server_max_window_bits if client else self.client_max_window_bits
+        if self.server_no_context_takeover if client else self.client_no_context_takeover:
+            return zlib.decompressobj(-bits)  # each message starts afresh
+        self._window_size = size = 1 << bits
+        window = b"".join(self._window)[-size:]
+        self._window = []
+        # The decompressor keeps its zdict: the history starts with that very object.
+        self._history = [window] if window else []
+        self._held = len(window)
+        if not window:
+            return zlib.decompressobj(-bits)
+        return zlib.decompressobj(-bits, zdict=window)
+
+    def _keep(self, data: bytes) -> None:
+        """Remember inflated bytes: the end of them is the window (see _window)."""
+        history = self._history
+        assert history is not None
+        history.append(data)
+        self._held += len(data)
+        size = self._window_size
+        if self._held >= 2 * size:
+            # Keep the last window only: each byte is copied at most once more, and a
+            # large message's bytes are not kept.
+            tail: list[bytes] = []
+            need = size
+            for piece in reversed(history):
+                if len(piece) >= need:
+                    tail.append(piece[-need:])
+                    break
+                tail.append(piece)
+                need -= len(piece)
+            tail.reverse()
+            history[:] = tail
+            self._held = size
 
     def _new_compressor(self, client: bool) -> zlib._Compress:
         # wsproto compresses at zlib's default level 6 and memLevel 8; level 1 costs a
@@ -462,6 +555,8 @@ class BoundedDeflate(PerMessageDeflate):
             if len(out) > budget:
                 return CloseReason.MESSAGE_TOO_BIG
             self._budget = budget - len(out)
+        if out and self._history is not None:
+            self._keep(out)
         return out
 
 

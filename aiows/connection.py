@@ -157,41 +157,43 @@ class WebSocket(Messages):
 
     async def __anext__(self) -> Message:
         # recv() again, without its coroutine: one less per message on the hot path.
-        if not self._inbox:
-            try:
-                await self._arrival()
-            except ConnectionClosedOK:
-                raise StopAsyncIteration from None
-        return self._take()
-
-    async def _arrival(self) -> None:
-        """Wait for a message; raise how the connection closed when none will come."""
-        waiter = self._new_waiter()
         try:
-            await waiter
-        finally:
-            self._waiter = None
-        if not self._inbox:
+            if not self._inbox:
+                await self._arrival()
+            return self._take()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+    def _arrival(self) -> asyncio.Future[None]:
+        """The future to await for a message; it resolves when one arrives or when none
+        will come (:meth:`_take` then raises how the connection closed).
+
+        A future, not a coroutine: a waiting connection holds one coroutine fewer
+        (about 200 bytes for each idle connection). Raises how the connection closed
+        when it cannot wait, :class:`ConcurrencyError` when another coroutine waits.
+        """
+        if not self._protocol.receiving:
             raise self._protocol.closed_error()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            raise ConcurrencyError("another coroutine is already waiting for a message")
+        # Empty (as it is when recv() waits), the inbox goes: an empty deque costs 760
+        # bytes on every idle connection, a new one ~0.1 µs when the next message comes.
+        self._inbox = None
+        waiter = self._waiter = self._protocol.loop.create_future()
+        return waiter
 
     def _take(self) -> Message:
-        """The next message of the inbox (there is one); reading resumes below low water."""
+        """The next message of the inbox; reading resumes below low water. Raises how
+        the connection closed when the inbox is empty (it will stay so)."""
         inbox = self._inbox
-        assert inbox
+        if not inbox:
+            raise self._protocol.closed_error()
         message = inbox.popleft()
         if self._throttled and len(inbox) <= self._low_water:
             self._throttled = False
             self._protocol.reading.resume()
         return message
-
-    def _new_waiter(self) -> asyncio.Future[None]:
-        """The future recv() waits on, or what recv() raises when it cannot wait."""
-        if not self._protocol.receiving:
-            raise self._protocol.closed_error()
-        if self._waiter is not None:
-            raise ConcurrencyError("another coroutine is already waiting for a message")
-        waiter = self._waiter = self._protocol.loop.create_future()
-        return waiter
 
     def _receive(self, data: Message, finished: bool) -> None:
         # Called by the protocol for every fragment, in order. Text fragments come
@@ -205,15 +207,17 @@ class WebSocket(Messages):
         if inbox is None:
             inbox = self._inbox = deque()
         inbox.append(data)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
         if len(inbox) >= self._max_queue and not self._throttled:
             self._throttled = True
             self._protocol.reading.pause()
 
     def _receive_ended(self) -> None:
-        waiter = self._waiter
+        self._wake()
+
+    def _wake(self) -> None:
+        # The future is dropped here: a handler that stopped calling recv() keeps none.
+        waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 

@@ -39,7 +39,22 @@ class Headers:
 
     def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
-        self._items: tuple[tuple[str, str], ...] = tuple((str(k), str(v)) for k, v in pairs)
+        # Names and values alternate in one flat tuple: a tuple per header would cost
+        # 56 bytes more, for each header of each connection's request.
+        self._items: tuple[str, ...] = tuple(
+            part for name, value in pairs for part in (str(name), str(value))
+        )
+
+    @classmethod
+    def _flat(cls, items: list[str]) -> Headers:
+        """Headers from names and values already alternating, all ``str``."""
+        headers = cls.__new__(cls)
+        headers._items = tuple(items)
+        return headers
+
+    def _pairs(self) -> Iterator[tuple[str, str]]:
+        parts = iter(self._items)
+        return zip(parts, parts, strict=False)  # the same iterator: two at a time
 
     @overload
     def get(self, name: str) -> str | None: ...
@@ -52,7 +67,7 @@ class Headers:
         """Return the first value of ``name``, or ``default``: a ``str`` when ``default``
         is one (``headers.get("Authorization", "")``), else ``str | None``."""
         lowered = name.lower()
-        for key, value in self._items:
+        for key, value in self._pairs():
             if key.lower() == lowered:
                 return value
         return default
@@ -60,11 +75,11 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Return every value of ``name``, in order."""
         lowered = name.lower()
-        return [value for key, value in self._items if key.lower() == lowered]
+        return [value for key, value in self._pairs() if key.lower() == lowered]
 
     def items(self) -> list[tuple[str, str]]:
         """Return the ``(name, value)`` pairs as received."""
-        return list(self._items)
+        return list(self._pairs())
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -76,13 +91,13 @@ class Headers:
         return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return (key for key, _ in self._items)
+        return iter(self._items[::2])
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) // 2
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self.items()!r})"
 
 
 def check_token(text: str, what: str = "header name") -> str:
@@ -134,7 +149,17 @@ class Request:
     headers: Headers
     version: str = "HTTP/1.1"
     remote_address: tuple[str, int] | None = None
-    state: SimpleNamespace = field(default_factory=SimpleNamespace, compare=False, repr=False)
+    # Made on first use: most handlers never touch it (an empty one is ~100 bytes).
+    _state: SimpleNamespace | None = field(default=None, init=False, compare=False, repr=False)
+
+    @property
+    def state(self) -> SimpleNamespace:
+        """This request's own namespace (see above), made on first use."""
+        state = self._state
+        if state is None:
+            state = SimpleNamespace()
+            object.__setattr__(self, "_state", state)  # frozen: the one allowed change
+        return state
 
     @property
     def is_upgrade(self) -> bool:
@@ -234,13 +259,14 @@ def parse_request(head: bytes, remote_address: tuple[str, int] | None = None) ->
         raise HTTPError(505 if version.startswith(b"HTTP/") else 400, "unsupported HTTP version")
     headers = _parse_headers(lines[1:-2])
     path, _, query = target.decode("ascii").partition("?")
-    return Request(method.decode(), path, query, headers, version.decode(), remote_address)
+    text = "HTTP/1.1" if version == b"HTTP/1.1" else "HTTP/1.0"
+    return Request(sys.intern(method.decode()), path, query, headers, text, remote_address)
 
 
 def _parse_headers(lines: list[bytes]) -> Headers:
     if len(lines) > MAX_HEADERS:
         raise HTTPError(431, "too many headers")
-    items = []
+    items: list[str] = []
     for line in lines:
         name, sep, value = line.partition(b":")
         if not sep or not _TOKEN.fullmatch(name):
@@ -248,6 +274,8 @@ def _parse_headers(lines: list[bytes]) -> Headers:
         value = value.strip(b" \t")
         if not _VALUE.fullmatch(value):
             raise HTTPError(400, "invalid header value")
-        # Names repeat on every connection: interned, they are stored once per process.
-        items.append((sys.intern(name.decode("ascii")), value.decode("latin-1")))
-    return Headers(items)
+        # Names and most values repeat on every connection: interned, they are stored
+        # once per process while a connection holds them (sys.intern's strings are
+        # freed with their last holder, so unique values cost no more than a look-up).
+        items += (sys.intern(name.decode("ascii")), sys.intern(value.decode("latin-1")))
+    return Headers._flat(items)

@@ -35,7 +35,7 @@ from .adapter import (
     idle,
     is_compressed,
     new_connection,
-    release_compressors,
+    release_idle,
 )
 from .config import Config
 from .exceptions import ConnectionClosed
@@ -73,10 +73,13 @@ def new_id() -> int:
 #: Bytes per second inside a frame that count as the peer's progress for keepalive.
 PROGRESS_RATE = 2**16
 
-#: A compressing connection that sent nothing for between one and two of these periods
-#: (seconds) frees its compressor (about 41 KiB with the default windows): the next
-#: message builds a new one, which costs it some CPU and the context of the earlier
-#: messages (RFC 7692 §7.2.3 allows a new deflate stream at any message).
+#: A compressing connection that compressed nothing for between one and two of these
+#: periods (seconds; control frames do not count) frees its compressor (about 41 KiB
+#: with the default windows): the next message builds a new one, which costs it some
+#: CPU and the context of the earlier messages (RFC 7692 §7.2.3 allows a new deflate
+#: stream at any message). One that
+#: received no compressed message as long frees its decompressor (about 7 KiB and its
+#: window) and keeps the window's bytes alone, which the next one is built with.
 COMPRESSOR_IDLE = 0.5
 
 
@@ -245,6 +248,8 @@ class Protocol(asyncio.Protocol):
                 self._close_received(event)
                 return
         self._fast_read = self._uncompressed and idle(conn)
+        if self._timer is None and self._deflate is not None:
+            self._watch_deflate()
 
     def eof_received(self) -> bool | None:
         # A half-closed peer sends nothing more; close our side too (RFC 6455 §7.1.1).
@@ -416,22 +421,21 @@ class Protocol(asyncio.Protocol):
             event = BytesMessage(data=data, message_finished=fin)
         frame = conn.send(event)
         if self._timer is None and self._deflate is not None:
-            # While open, the timer is free: it checks, now and then, whether the
-            # connection stopped sending (one timer per period, none per message).
-            taken = self.outbox.taken + len(frame)  # once this frame is sent
-            self._timer = self.loop.call_later(COMPRESSOR_IDLE, self._compressor_idle, taken)
+            self._watch_deflate()
         return frame
 
-    def _compressor_idle(self, taken: int) -> None:
-        """Free the compressor if nothing was sent since the outbox had ``taken`` bytes."""
+    def _watch_deflate(self) -> None:
+        # While open, the timer is free: it checks, now and then, whether the connection
+        # stopped compressing or inflating (one timer per period, none per message); a
+        # send or a read starts it.
+        self._timer = self.loop.call_later(COMPRESSOR_IDLE, self._deflate_idle)
+
+    def _deflate_idle(self) -> None:
+        """Free the compressor and the decompressor unused since the last check; check
+        again while either is held."""
         self._timer = None
-        if self.state is not State.OPEN or self._deflate is None:
-            return
-        now = self.outbox.taken
-        if now != taken:
-            self._timer = self.loop.call_later(COMPRESSOR_IDLE, self._compressor_idle, now)
-        else:
-            release_compressors(self._deflate)
+        if self.state is State.OPEN and self._deflate is not None and release_idle(self._deflate):
+            self._watch_deflate()
 
     async def drain(self) -> None:
         """Wait until the write buffer is below its low-water mark.

@@ -6,6 +6,8 @@ falling back to a slower or weaker path in silence.
 
 from __future__ import annotations
 
+import os
+import random
 import struct
 import sys
 import tracemalloc
@@ -27,7 +29,7 @@ from aiows.adapter import (
     idle,
     is_compressed,
     new_connection,
-    release_compressors,
+    release_idle,
 )
 from aiows.frames import PLAIN
 
@@ -231,15 +233,130 @@ def test_a_released_compressor_is_rebuilt_and_the_peer_still_inflates() -> None:
     first = conn.send(TextMessage(data="hello world " * 20))
     assert inflater.decompress(first[2:] + b"\x00\x00\xff\xff") == b"hello world " * 20
     before = tracemalloc.get_traced_memory()[0]
-    assert release_compressors([deflate])
+    assert release_idle([deflate])  # compressed since the last check: kept
+    conn.send(Ping(payload=b"control frames do not count"))
+    assert not release_idle([deflate])  # nothing is held any more
     freed = before - tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert freed > 30 * 1024, freed
-    assert not release_compressors([deflate])  # nothing left to free
+    assert not deflate.release_compressor()  # nothing left to free
     second = conn.send(TextMessage(data="hello again " * 20))
     assert inflater.decompress(second[2:] + b"\x00\x00\xff\xff") == b"hello again " * 20
     # Not in the middle of a fragmented message: its next fragment needs the compressor.
     conn.send(TextMessage(data="part " * 40, message_finished=False))
-    assert not release_compressors([deflate])
+    assert release_idle([deflate]) and release_idle([deflate])  # still held
+    assert deflate._compressor is not None
     conn.send(TextMessage(data="end", message_finished=True))
-    assert release_compressors([deflate])
+    assert release_idle([deflate]) and not release_idle([deflate])
+    assert deflate._compressor is None
+
+
+def _deflated(compressor: zlib._Compress, data: bytes) -> bytes:
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+@pytest.mark.parametrize("bits", [9, 12, 15])
+def test_a_released_decompressor_keeps_the_window_the_peer_refers_to(bits: int) -> None:
+    """The peer keeps its context (no client_no_context_takeover): its next message may
+    refer back into the earlier ones, which the rebuilt inflater must still hold."""
+    deflate = BoundedDeflate(None)
+    deflate.accept(f"permessage-deflate; client_max_window_bits={bits}")
+    conn = new_connection(False, [deflate], None)
+    peer = zlib.compressobj(6, zlib.DEFLATED, -bits)
+    # Longer than any window, so that only the last 2**bits bytes count.
+    first = b"".join(b"%05d the quick brown fox " % n for n in range(3000))
+    tracemalloc.start()
+    conn.receive_data(frame(_deflated(peer, first), opcode=2, rsv=4))
+    assert [e.data for e in conn.events()] == [first]
+    assert release_idle([deflate])  # inflated since the last check: kept
+    before = tracemalloc.get_traced_memory()[0]
+    assert not release_idle([deflate])  # nothing held any more
+    freed = before - tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert deflate._decompressor is None
+    assert freed > 6 * 1024, freed  # zlib's inflate state, ~7 KiB, went
+    # Refers back 100 to 2**bits - 300 bytes: into the window only, across messages.
+    second = first[-(2**bits) + 300 :] + first[-100:]
+    conn.receive_data(frame(_deflated(peer, second), opcode=2, rsv=4))
+    assert [e.data for e in conn.events()] == [second]
+    assert deflate._decompressor is not None
+    for n in range(3):  # released again and again: the window carries on
+        assert release_idle([deflate])
+        assert not release_idle([deflate])
+        third = second[n * 7 :] + first[-(2**bits) + 50 :]
+        conn.receive_data(frame(_deflated(peer, third), opcode=1, rsv=4))
+        assert [e.data for e in conn.events()] == [third.decode()]
+
+
+def test_a_decompressor_in_use_is_not_released() -> None:
+    deflate = BoundedDeflate(None)
+    deflate.accept("permessage-deflate; client_max_window_bits=12")
+    conn = new_connection(False, [deflate], None)
+    peer = zlib.compressobj(6, zlib.DEFLATED, -12)
+    part = peer.compress(b"part one ") + peer.flush(zlib.Z_SYNC_FLUSH)  # tail kept: not the end
+    conn.receive_data(frame(part, opcode=2, rsv=4, fin=False))
+    list(conn.events())
+    # A compressed message under way, then a message inflated since the last check.
+    assert release_idle([deflate]) and deflate._decompressor is not None
+    conn.receive_data(frame(_deflated(peer, b"part two"), opcode=0))
+    assert [e.data for e in conn.events()] == [b"part two"]
+    assert release_idle([deflate]) and deflate._decompressor is not None
+    assert not release_idle([deflate]) and deflate._decompressor is None
+    conn.receive_data(frame(_deflated(peer, b"part one part two"), opcode=2, rsv=4))
+    assert [e.data for e in conn.events()] == [b"part one part two"]
+
+
+def test_an_inflated_message_costs_at_most_two_windows_of_history() -> None:
+    """The window is kept as the inflated bytes; a 1 MiB message keeps 2**bits of them."""
+    deflate = BoundedDeflate(None)
+    deflate.accept("permessage-deflate; client_max_window_bits=12")
+    conn = new_connection(False, [deflate], None)
+    peer = zlib.compressobj(6, zlib.DEFLATED, -12)
+    big = os.urandom(2**20)
+    conn.receive_data(frame(_deflated(peer, big), opcode=2, rsv=4))
+    (event,) = conn.events()
+    assert event.data == big
+    del event
+    assert sum(map(len, deflate._history or ())) <= 2 * 2**12
+    assert release_idle([deflate])
+    assert not release_idle([deflate])
+    assert b"".join(deflate._window)[-(2**12) :] == big[-(2**12) :]
+    assert sum(map(len, deflate._window)) <= 2 * 2**12
+
+
+def test_releasing_the_decompressor_allocates_nothing() -> None:
+    """Memory taken while freeing lands in the holes just freed, and keeps the heap
+    from giving pages back: the window is kept as the pieces already inflated."""
+    deflate = BoundedDeflate(None)
+    deflate.accept("permessage-deflate; client_max_window_bits=12")
+    conn = new_connection(False, [deflate], None)
+    peer = zlib.compressobj(6, zlib.DEFLATED, -12)
+    for n in range(3):
+        message = b"".join(b"word%d " % ((n * 7 + k) % 50) for k in range(150))
+        conn.receive_data(frame(_deflated(peer, message), opcode=1, rsv=4))
+        assert len(list(conn.events())) == 1
+    assert release_idle([deflate])
+    tracemalloc.start()
+    assert not release_idle([deflate])
+    allocated = tracemalloc.get_traced_memory()[1]  # the peak while releasing
+    tracemalloc.stop()
+    assert allocated < 1024, allocated  # a copy of the window would be ~2.6 KiB
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_messages_of_any_size_inflate_right_across_releases(seed: int) -> None:
+    """Pieces of every size, releases at random points: the window is always right."""
+    rng = random.Random(seed)
+    bits = rng.choice([9, 10, 12])
+    deflate = BoundedDeflate(None)
+    deflate.accept(f"permessage-deflate; client_max_window_bits={bits}")
+    conn = new_connection(False, [deflate], None)
+    peer = zlib.compressobj(6, zlib.DEFLATED, -bits)
+    words = [b"%d-%s " % (n, b"x" * rng.randrange(8)) for n in range(40)]
+    for _ in range(60):
+        message = b"".join(rng.choice(words) for _ in range(rng.choice([1, 5, 30, 300])))
+        conn.receive_data(frame(_deflated(peer, message), opcode=2, rsv=4))
+        assert [e.data for e in conn.events()] == [message]
+        assert sum(map(len, deflate._history or ())) <= 2 * 2**bits + len(message)
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            release_idle([deflate])

@@ -444,3 +444,65 @@ def test_assembling_tiny_fragments_costs_about_the_message_size(message: str | b
     size = sys.getsizeof(received)
     decoding = size * 1.25 if isinstance(message, str) and not message.isascii() else 0
     assert peak < 1.25 * len(payload) + size + decoding + 2**17, (peak, len(payload), size)
+
+
+def _awaited_coroutines(task: asyncio.Task[None]) -> list[str]:
+    """The names of the coroutines a task is suspended in, outermost first."""
+    names = []
+    awaited: object = task.get_coro()
+    while asyncio.iscoroutine(awaited):
+        names.append(awaited.__qualname__)
+        awaited = awaited.cr_await
+    return names
+
+
+@pytest.mark.parametrize("how", ["recv", "async for"])
+async def test_a_waiting_handler_holds_one_coroutine_of_ours(how: str) -> None:
+    # An idle connection's memory: waiting for a message costs recv()'s (or async
+    # for's) coroutine and the future, not one more coroutine below it.
+    waiting = asyncio.Event()
+    got: asyncio.Future[aiows.Message] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        waiting.set()
+        if how == "recv":
+            got.set_result(await ws.recv())
+        else:
+            async for message in ws:
+                got.set_result(message)
+                break
+
+    async with running(handler) as server, websockets.connect(url(server)) as client:
+        await asyncio.wait_for(waiting.wait(), 10)
+        await asyncio.sleep(0.05)
+        (task,) = [
+            task
+            for task in asyncio.all_tasks()
+            if any(name.endswith(".handler") for name in _awaited_coroutines(task))
+        ]
+        ours = [name for name in _awaited_coroutines(task) if name.startswith("WebSocket.")]
+        assert ours == ["WebSocket.recv" if how == "recv" else "WebSocket.__anext__"]
+        await client.send("still received")
+        assert await asyncio.wait_for(got, 10) == "still received"
+
+
+async def test_a_waiting_handler_keeps_no_empty_inbox() -> None:
+    # An empty deque costs 760 bytes: a connection that received messages and now
+    # waits for the next one holds none (the next message makes a new one).
+    waiting: asyncio.Queue[aiows.WebSocket] = asyncio.Queue()
+    got: list[aiows.Message] = []
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        while True:
+            waiting.put_nowait(ws)
+            got.append(await ws.recv())
+
+    async with running(handler) as server, websockets.connect(url(server)) as client:
+        for message in ("one", "two"):
+            ws = await asyncio.wait_for(waiting.get(), 10)
+            await client.send(message)
+        ws = await asyncio.wait_for(waiting.get(), 10)
+        await asyncio.sleep(0)
+        assert got == ["one", "two"]
+        assert ws._inbox is None
+        assert ws.pending_messages == 0

@@ -8,7 +8,7 @@ import os
 import struct
 import tracemalloc
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import websockets
@@ -573,4 +573,51 @@ async def test_an_idle_connection_frees_its_compressor_and_its_peer_still_inflat
         for n in range(3, 6):
             await client.send(f"{n} {_TEXT}")
             assert await client.recv() == f"{n} {_TEXT}"
+        assert client.protocol.extensions  # compressed all along
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while not condition() and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    assert condition()
+
+
+@pytest.mark.parametrize("no_context", [False, True])
+@pytest.mark.parametrize("replies", [True, False], ids=["echo", "receive-only"])
+async def test_an_idle_connection_frees_its_decompressor_and_still_inflates(
+    no_context: bool, replies: bool
+) -> None:
+    """A browser idles past the keepalive interval, then sends more compressed messages
+    that refer back into its earlier ones (context takeover): they must inflate right."""
+    served: asyncio.Future[aiows.WebSocket] = asyncio.get_running_loop().create_future()
+    received: asyncio.Queue[aiows.Message] = asyncio.Queue()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        served.set_result(ws)
+        async for message in ws:
+            received.put_nowait(message)
+            if replies:
+                await ws.send(message)
+
+    async def exchange(n: int) -> None:
+        await client.send(f"{n} {_TEXT}")
+        assert await asyncio.wait_for(received.get(), TIMEOUT) == f"{n} {_TEXT}"
+        if replies:
+            assert await client.recv() == f"{n} {_TEXT}"
+
+    async with (
+        running(handler, compression=True, ping_interval=0.2, ping_timeout=5) as server,
+        websockets.connect(url(server), extensions=[_client_deflate(no_context)]) as client,
+    ):
+        for n in range(3):
+            await exchange(n)
+        deflate = _our_deflate(await served)
+        await _until(lambda: deflate._decompressor is None and deflate._compressor is None)
+        await client.ping()  # keepalive pings went both ways meanwhile
+        for n in range(3, 6):
+            await exchange(n)
+        await _until(lambda: deflate._decompressor is None)
+        await exchange(6)
         assert client.protocol.extensions  # compressed all along
