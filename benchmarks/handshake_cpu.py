@@ -57,7 +57,7 @@ async def server_cpu(name: str, count: int, runs: int) -> list[tuple[float, floa
             before = user_system(process.pid)
             await handshakes(port, count)
             after = user_system(process.pid)
-            figures.append(tuple((b - a) / count * 1e6 for a, b in zip(before, after)))
+            figures.append(tuple((b - a) / count * 1e6 for a, b in zip(before, after, strict=True)))
         return figures
     finally:
         await stop(process)
@@ -86,7 +86,8 @@ async def profile(count: int) -> None:
     rows.sort(reverse=True)
     print(f"{'calls/hs':>9} {'tot µs/hs':>10} {'cum µs/hs':>10}  function (all but the client's)")
     for tottime, calls, cumtime, where in rows[:60]:
-        print(f"{calls / count:9.2f} {tottime / count * 1e6:10.2f} {cumtime / count * 1e6:10.2f}  {where}")
+        per = (calls / count, tottime / count * 1e6, cumtime / count * 1e6)
+        print(f"{per[0]:9.2f} {per[1]:10.2f} {per[2]:10.2f}  {where}")
 
 
 def main() -> None:
