@@ -49,6 +49,7 @@ class Opening:
     """The bytes and the waiting of one connection's opening handshake, server or client."""
 
     __slots__ = (
+        "_accepted",
         "_buffer",
         "_handshake",
         "_head",
@@ -65,6 +66,7 @@ class Opening:
         self._buffer = bytearray()
         self._head = b""
         self._trailing = b""
+        self._accepted = False
         #: A client's: resolves when the server accepts, raises when it does not.
         self.opened: asyncio.Future[None] | None = None
 
@@ -102,7 +104,6 @@ class Opening:
 
     def _request_head(self) -> None:
         protocol = self._protocol
-        protocol.reading.pause()
         try:
             request = parse_request(self._head, protocol.remote_address)
         except HTTPError as exc:
@@ -111,6 +112,11 @@ class Opening:
             return
         assert self._on_request is not None
         self._on_request(protocol, request)
+        transport = protocol.transport
+        if not self._accepted and (transport is None or not transport.is_closing()):
+            # The decision waits (a process_request hook): read nothing more until it
+            # is made. One decided at once costs no pause and resume of the socket.
+            protocol.reading.pause()
 
     def accept(
         self,
@@ -128,6 +134,7 @@ class Opening:
             protocol.reject(refused.response)
             raise InvalidHandshake(refused.reason)
         answer, extensions = handshake.accept(request, subprotocol, headers, protocol.config)
+        self._accepted = True
         protocol.outbox.write(answer)
         protocol.subprotocol = subprotocol
         protocol._open(extensions, self._trailing)
