@@ -31,6 +31,7 @@ from .adapter import (
     Ping,
     Pong,
     TextMessage,
+    close_of,
     frame_format,
     idle,
     is_compressed,
@@ -39,7 +40,15 @@ from .adapter import (
 )
 from .config import Config
 from .exceptions import ConnectionClosed
-from .frames import PLAIN, FastReader, encode_frame, encode_frame_as, encode_parts, frame_header
+from .frames import (
+    PLAIN,
+    FastReader,
+    encode_frame,
+    encode_frame_as,
+    encode_parts,
+    frame_header,
+    unmask,
+)
 from .http import Request, Response
 from .opening import Opening
 from .outbox import COALESCE, Outbox
@@ -201,12 +210,12 @@ class Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         conn = self._conn
-        if conn is None:
-            # Refused or failed: what follows the handshake is not read.
+        if conn is None and self.state is not State.OPEN:
+            # Refused, failed, or closed without wsproto: what follows is not read.
             if self._opening is not None and self.state is State.CONNECTING:
                 self._opening.data_received(data)
             return
-        if self._failed or conn.state is ConnectionState.CLOSED:
+        if self._failed or (conn is not None and conn.state is ConnectionState.CLOSED):
             return
         self._received += len(data)
         self.outbox.fresh = True  # the first reply to this may leave at once
@@ -223,6 +232,11 @@ class Protocol(asyncio.Protocol):
                 return
             data = rest
             self._fast_read = False
+            if conn is None:
+                if self._plain_close(data):
+                    return
+                conn = self._wsproto()
+        assert conn is not None  # open and without it, the fast reader reads
         conn.receive_data(data)
         for event in conn.events():
             if isinstance(event, (TextMessage, BytesMessage)):
@@ -337,8 +351,10 @@ class Protocol(asyncio.Protocol):
 
     def _open(self, extensions: list[Extension], trailing: bytes) -> None:
         opening, self._opening = self._opening, None  # its bytes are no longer needed
-        self._conn = new_connection(self.client, extensions, self.config.max_size)
         self._uncompressed = not is_compressed(extensions)
+        if not self._uncompressed:
+            self._conn = new_connection(self.client, extensions, self.config.max_size)
+        # Else wsproto's connection is built when first needed (see _wsproto).
         self._deflate = None if self._uncompressed else extensions
         self._plain = self._uncompressed and not self.client
         self.frame_format = frame_format(self.client, extensions)
@@ -406,7 +422,7 @@ class Protocol(asyncio.Protocol):
         frames cannot be shared); the frame must be sent, and in order, since encoding
         it advanced the connection's compressor.
         """
-        conn = self._conn
+        conn = self._wsproto() if self.state is State.OPEN else self._conn
         if conn is None:
             raise self.closed_error()  # closed (or not open yet): nothing to encode with
         event: TextMessage | BytesMessage
@@ -452,8 +468,7 @@ class Protocol(asyncio.Protocol):
         if self._pings is None:
             self._pings = Pings()
         self._pings.sent(payload, waiter)
-        assert self._conn is not None
-        self.outbox.write(self._conn.send(Ping(payload=payload)))
+        self.outbox.write(self._wsproto().send(Ping(payload=payload)))
         return waiter
 
     # -------------------------------------------------------------------- closing
@@ -463,8 +478,10 @@ class Protocol(asyncio.Protocol):
         if self.state is State.CONNECTING:
             self.abort()
             return
-        conn = self._conn
-        if self.state is not State.OPEN or conn is None or conn.state is not ConnectionState.OPEN:
+        if self.state is not State.OPEN:
+            return
+        conn = self._wsproto()
+        if conn.state is not ConnectionState.OPEN:
             return
         self.outbox.write(conn.send(CloseConnection(code=code, reason=reason)))
         self._close_sent = (code, reason)
@@ -487,6 +504,47 @@ class Protocol(asyncio.Protocol):
         assert self.receiver is not None
         self.receiver._receive_ended()
         self._finish_closing()
+
+    def _plain_close(self, data: bytes) -> bool:
+        """Read a client's close frame without wsproto, when wsproto would take it.
+
+        For a server whose wsproto connection is not built (the fast reader read every
+        frame before): a whole masked close frame (RFC 6455 §5.5.1) whose payload
+        :func:`~aiows.adapter.close_of` accepts is answered with the same code and
+        reason, unmasked, as wsproto's ``CloseConnection.response()`` would be, and the
+        TCP connection is closed. Returns False for anything else, which wsproto reads.
+        Bytes after the close frame are ignored, as they are after wsproto's.
+        """
+        if self.client or len(data) < 6 or data[0] != 0x88 or not data[1] & 0x80:
+            return False
+        length = data[1] & 0x7F
+        if length > 125 or len(data) < 6 + length:
+            return False
+        payload = unmask(data[6 : 6 + length], data[2:6])
+        close = close_of(payload)
+        if close is None:
+            return False
+        self._activity = True
+        self._close_rcvd = self._close_sent = close
+        self.outbox.write(bytes((0x88, length)) + payload)
+        self._enter_closing()
+        assert self.receiver is not None
+        self.receiver._receive_ended()
+        self._finish_closing()
+        return True
+
+    def _wsproto(self) -> Connection:
+        """wsproto's connection, built on first need.
+
+        An uncompressed connection opens without it: the fast reader reads plain data
+        frames and :meth:`_plain_close` a clean close, so a connection that only sees
+        those never builds it. The first other frame, a ping or a close of ours builds
+        it; it starts between frames and messages, where the fast reader stopped.
+        """
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = new_connection(self.client, [], self.config.max_size)
+        return conn
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection after a protocol error by the peer (RFC 6455 §7.1.7)."""
