@@ -25,6 +25,16 @@ _TOKEN_TEXT = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE_TEXT = re.compile(r"[\x09\x20-\x7e\x80-\xff]*")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 MAX_HEADERS = 128
+# The common head, read by two regular expressions over its Latin-1 text: a request line
+# and header lines that the checks of _parse_slow all pass. Any other head (a bad one,
+# obs-fold, a bare CR or LF) does not match and goes to _parse_slow, which says why.
+_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_HEAD_TEXT = re.compile(
+    rf"({_TOKEN_CHARS}) (/[\x21-\x7e]*) (HTTP/1\.[01])\r\n"
+    rf"((?:{_TOKEN_CHARS}:[\x09\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
+)
+# In a block _HEAD_TEXT took, a value is what follows the colon's blanks up to CR LF.
+_FIELD_TEXT = re.compile(rf"({_TOKEN_CHARS}):[ \t]*([^\r]*)\r\n")
 
 
 class Headers:
@@ -35,11 +45,23 @@ class Headers:
     ('example.com', True)
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_names")
 
     def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
-        self._items: tuple[tuple[str, str], ...] = tuple((str(k), str(v)) for k, v in pairs)
+        self._set(tuple((str(k), str(v)) for k, v in pairs))
+
+    @classmethod
+    def _of(cls, items: tuple[tuple[str, str], ...]) -> Headers:
+        """Headers of pairs of ``str`` already checked (the request parser's)."""
+        headers = cls.__new__(cls)
+        headers._set(items)
+        return headers
+
+    def _set(self, items: tuple[tuple[str, str], ...]) -> None:
+        self._items = items
+        # The names lowered once, for look-ups at C speed (tuple.index, in).
+        self._names = tuple([sys.intern(key.lower()) for key, _ in items])
 
     @overload
     def get(self, name: str) -> str | None: ...
@@ -51,16 +73,18 @@ class Headers:
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the first value of ``name``, or ``default``: a ``str`` when ``default``
         is one (``headers.get("Authorization", "")``), else ``str | None``."""
-        lowered = name.lower()
-        for key, value in self._items:
-            if key.lower() == lowered:
-                return value
-        return default
+        try:
+            return self._items[self._names.index(name.lower())][1]
+        except ValueError:
+            return default
 
     def get_all(self, name: str) -> list[str]:
         """Return every value of ``name``, in order."""
         lowered = name.lower()
-        return [value for key, value in self._items if key.lower() == lowered]
+        names = self._names
+        if lowered not in names:
+            return []
+        return [item[1] for key, item in zip(names, self._items, strict=True) if key == lowered]
 
     def items(self) -> list[tuple[str, str]]:
         """Return the ``(name, value)`` pairs as received."""
@@ -222,7 +246,28 @@ def error_response(status: int, headers: list[tuple[str, str]] | None = None) ->
 
 
 def parse_request(head: bytes, remote_address: tuple[str, int] | None = None) -> Request:
-    """Parse a request head ending in CRLF CRLF, raising :class:`HTTPError` when it is bad."""
+    """Parse a request head ending in CRLF CRLF, raising :class:`HTTPError` when it is bad.
+
+    400 for a malformed request line or header line (a name that is not a token, a
+    value with CR, LF, NUL or another control character), 505 for another HTTP version
+    than 1.0 and 1.1, 431 for more than :data:`MAX_HEADERS` header lines.
+    """
+    text = head.decode("latin-1")
+    match = _HEAD_TEXT.fullmatch(text)
+    if match is None:
+        return _parse_slow(head, remote_address)
+    method, target, version, block = match.groups()
+    fields = _FIELD_TEXT.findall(block)
+    if len(fields) > MAX_HEADERS:
+        raise HTTPError(431, "too many headers")
+    intern = sys.intern  # names repeat on every connection: stored once per process
+    headers = Headers._of(tuple([(intern(name), value.rstrip(" \t")) for name, value in fields]))
+    path, _, query = target.partition("?")
+    return Request(method, path, query, headers, version, remote_address)
+
+
+def _parse_slow(head: bytes, remote_address: tuple[str, int] | None) -> Request:
+    """parse_request line by line: for the heads its regular expression does not take."""
     lines = head.split(b"\r\n")
     try:
         method, target, version = lines[0].split(b" ")
