@@ -11,6 +11,8 @@ bytes and reads the answer's.
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +20,7 @@ from wsproto import ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData
 from wsproto.events import Request as WSRequest
 from wsproto.handshake import H11Handshake
-from wsproto.utilities import RemoteProtocolError, generate_accept_token, split_comma_header
+from wsproto.utilities import ACCEPT_GUID, RemoteProtocolError, split_comma_header
 
 from .adapter import BoundedDeflate, Extension
 from .config import Config
@@ -110,18 +112,26 @@ def accept(
 
     ``request`` must have passed :func:`refusal`; ``headers`` are added as they are.
     """
-    key = (request.headers.get("Sec-WebSocket-Key") or "").encode()
-    lines = [
-        "HTTP/1.1 101 Switching Protocols",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Accept: {generate_accept_token(key).decode()}",
-    ]
+    key = request.headers.get("Sec-WebSocket-Key") or ""
+    lines = [_SWITCHING + accept_token(key)]
     if subprotocol is not None:
         lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
     extensions = _negotiate(request, config, lines)
     lines += [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), extensions
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("latin-1"), extensions
+
+
+_SWITCHING = (
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Accept: "
+)
+
+
+def accept_token(key: str) -> str:
+    """Return ``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2)."""
+    digest = hashlib.sha1(key.encode() + ACCEPT_GUID).digest()
+    return binascii.b2a_base64(digest, newline=False).decode()
 
 
 def _negotiate(request: Request, config: Config, lines: list[str]) -> list[Extension]:

@@ -329,9 +329,9 @@ class Protocol(asyncio.Protocol):
         """Answer the handshake with a plain HTTP response and close the connection."""
         if self.transport is None or self.transport.is_closing():
             return
-        self._enter_closing()
+        self._closing_now()
         self.transport.write(response.encode())
-        self.transport.close()
+        self._close_transport()
 
     def start_handshake(
         self,
@@ -351,14 +351,17 @@ class Protocol(asyncio.Protocol):
 
     def _open(self, extensions: list[Extension], trailing: bytes) -> None:
         opening, self._opening = self._opening, None  # its bytes are no longer needed
-        self._uncompressed = not is_compressed(extensions)
-        if not self._uncompressed:
+        if extensions:  # permessage-deflate: wsproto reads and writes every data frame
             self._conn = new_connection(self.client, extensions, self.config.max_size)
-        # Else wsproto's connection is built when first needed (see _wsproto).
-        self._deflate = None if self._uncompressed else extensions
-        self._plain = self._uncompressed and not self.client
-        self.frame_format = frame_format(self.client, extensions)
-        self._fast_read = self._uncompressed
+            self._uncompressed = self._fast_read = not is_compressed(extensions)
+            self._deflate = None if self._uncompressed else extensions
+            self._plain = self._uncompressed and not self.client
+            self.frame_format = frame_format(self.client, extensions)
+        else:
+            # wsproto's connection is built when first needed (see _wsproto).
+            self._uncompressed = self._fast_read = True
+            self._plain = not self.client
+            self.frame_format = None if self.client else PLAIN
         self._cancel_timer()
         self._move_to(State.OPEN)
         if opening is not None and opening.opened is not None and not opening.opened.done():
@@ -500,7 +503,7 @@ class Protocol(asyncio.Protocol):
         else:
             self._fail(event.code, event.reason or "")
             return
-        self._enter_closing()
+        self._closing_now()
         assert self.receiver is not None
         self.receiver._receive_ended()
         self._finish_closing()
@@ -527,7 +530,7 @@ class Protocol(asyncio.Protocol):
         self._activity = True
         self._close_rcvd = self._close_sent = close
         self.outbox.write(bytes((0x88, length)) + payload)
-        self._enter_closing()
+        self._closing_now()
         assert self.receiver is not None
         self.receiver._receive_ended()
         self._finish_closing()
@@ -555,7 +558,7 @@ class Protocol(asyncio.Protocol):
             self.outbox.write(conn.send(CloseConnection(code=code, reason=reason[:100])))
             self._close_sent = (code, reason)
         self._failed = True
-        self._enter_closing()
+        self._closing_now()
         assert self.receiver is not None
         self.receiver._receive_ended()
         self._finish_closing()
@@ -572,13 +575,38 @@ class Protocol(asyncio.Protocol):
             self._move_to(State.CLOSING)
             self._start_timer(self.config.close_timeout, self._close_timed_out)
 
+    def _closing_now(self) -> None:
+        """Move to CLOSING, for a caller that closes the transport next with
+        :meth:`_close_transport`, which starts the closing's timer only if it is needed."""
+        if self.state < State.CLOSING:
+            self._move_to(State.CLOSING)
+            self._cancel_timer()
+
+    def _close_transport(self) -> None:
+        """Close the TCP connection, within ``close_timeout`` (see :meth:`_enter_closing`).
+
+        A plain TCP transport whose write buffer is empty closes at once (its
+        ``connection_lost`` follows in the next loop turn): no timer is started for it.
+        Bytes still buffered, which a peer that stopped reading keeps there, or TLS,
+        whose close waits for the peer's close_notify, keep the deadline.
+        """
+        transport = self.transport
+        assert transport is not None
+        transport.close()
+        if self._timer is None and (
+            transport.get_write_buffer_size() or transport.get_extra_info("ssl_object")
+        ):
+            self._start_timer(self.config.close_timeout, self._close_timed_out)
+
     def _finish_closing(self) -> None:
         # The server closes the TCP connection first (RFC 6455 §7.1.1); a client waits
-        # for the server to do so. Either way the closing timer runs on: close() only
-        # flushes, and a peer that does not read would make it wait for ever.
-        assert self.transport is not None
-        if not self.client:
-            self.transport.close()
+        # for the server to do so, within close_timeout. close() only flushes: a peer
+        # that does not read would make it wait for ever without a deadline.
+        if self.client:
+            if self._timer is None:
+                self._start_timer(self.config.close_timeout, self._close_timed_out)
+        else:
+            self._close_transport()
 
     def _close_timed_out(self) -> None:
         self._timer = None

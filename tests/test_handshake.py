@@ -137,3 +137,8 @@ def test_client_keeps_at_most_max_refusal_body() -> None:
     assert client.receive_head(head, b"") is None
     refused = client.receive_body(b"x" * size)
     assert refused is not None and len(refused.body) == handshake.MAX_REFUSAL_BODY
+
+
+def test_accept_token_is_rfc_6455s_example() -> None:
+    # RFC 6455 §1.3: the key of its example handshake and the answer's token.
+    assert handshake.accept_token("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="

@@ -305,3 +305,22 @@ async def test_ping_and_close_build_wsprotos_connection_when_first_needed() -> N
     assert protocol.state is State.CLOSING
     protocol.data_received(frame(struct.pack("!H", 1001), opcode=0x8))
     assert ws.close_code == 1001 and wire.closing
+
+
+async def test_a_clean_close_whose_reply_left_at_once_needs_no_closing_timer() -> None:
+    seen: list[tuple[State, bool]] = []
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        async for _ in ws:
+            pass
+        seen.append((ws.state, ws.protocol._timer is None))
+
+    async with running(handler) as server:
+        raw = await RawClient.open(server.port)
+        raw.send(frame(struct.pack("!H", 1000), opcode=0x8))
+        assert await raw.read_close() == 1000
+        assert await raw.eof()
+        await wait_for(lambda: bool(seen))
+        raw.close()
+    # The reply left whole and the TCP connection closes at once: nothing to time out.
+    assert seen == [(State.CLOSING, True)]
