@@ -140,10 +140,12 @@ class Protocol(asyncio.Protocol):
         client: bool = False,
         on_request: Callable[[Protocol, Request], None] | None = None,
         on_lost: Callable[[Protocol], None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.config = config
         self.client = client
-        self.loop = asyncio.get_running_loop()
+        # A server passes its loop: asyncio.get_running_loop() costs a getpid() call.
+        self.loop = loop or asyncio.get_running_loop()
         self.id = new_id()
         #: Where the connection is in its life; read it, never assign it: it only moves
         #: through :meth:`_move_to`, as :data:`TRANSITIONS` allows. (A plain attribute,

@@ -143,7 +143,9 @@ class Server:
         return [p.receiver for p in self._protocols if isinstance(p.receiver, WebSocket)]
 
     def _new_protocol(self) -> Protocol:
-        protocol = Protocol(self.config, on_request=self._on_request, on_lost=self._on_lost)
+        protocol = Protocol(
+            self.config, on_request=self._on_request, on_lost=self._on_lost, loop=self._loop
+        )
         self._protocols.add(protocol)
         return protocol
 
@@ -208,8 +210,10 @@ class Server:
         """Accept a request that :meth:`_check` let through (so it is not checked again)."""
         ws = WebSocket(protocol, request)
         try:
-            subprotocol = handshake.select_subprotocol(request, self._subprotocols)
-            protocol.accept(request, subprotocol, list(self._extra_headers), checked=True)
+            subprotocol = None
+            if self._subprotocols:
+                subprotocol = handshake.select_subprotocol(request, self._subprotocols)
+            protocol.accept(request, subprotocol, self._extra_headers, checked=True)
         except InvalidHandshake:
             return None
         return ws

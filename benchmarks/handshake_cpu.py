@@ -79,11 +79,15 @@ async def profile(count: int) -> None:
         profiler.disable()
     stats = pstats.Stats(profiler)
     rows = []
+    paths = []
     for (path, line, func), (_, calls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
         if "benchmarks" not in path:
+            paths.append((path, calls))
             where = f"{os.path.basename(path)}:{line}({func})"
             rows.append((tottime, calls, cumtime, where))
     rows.sort(reverse=True)
+    calls = sum(n for path, n in paths if "/aiows/" in path or "/wsproto/" in path) / count
+    print(f"calls per handshake in aiows and wsproto functions: {calls:.1f}")
     print(f"{'calls/hs':>9} {'tot µs/hs':>10} {'cum µs/hs':>10}  function (all but the client's)")
     for tottime, calls, cumtime, where in rows[:60]:
         per = (calls / count, tottime / count * 1e6, cumtime / count * 1e6)
