@@ -23,7 +23,7 @@ from .http import HTTPError, Request, Response, error_response, parse_request
 from .outbox import Outbox
 from .reading import ReadGate
 
-__all__ = ["Glue", "Opening"]
+__all__ = ["Deadlines", "Glue", "Opening"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,67 @@ class Glue(Interface):
     def reject(self, response: Response) -> None: ...
     def _open(self, extensions: list[Extension], trailing: bytes) -> None: ...
     def _enter_closing(self) -> None: ...
+
+
+class Expiring(Interface):
+    """What :class:`Deadlines` calls when a connection's opening deadline passes."""
+
+    def _open_timed_out(self) -> None: ...
+
+
+class Deadlines:
+    """The opening deadlines of a server's connections, on one timer handle.
+
+    Every connection of a server has the same ``open_timeout``, counted from its
+    creation, so they expire in the order they are added: they wait in a dict (which
+    keeps that order), and one timer waits for the first one. A connection that opens
+    is :meth:`discard`-ed, a dict deletion: no timer is made and cancelled per
+    connection. One added after a later deadline (a TLS connection, added once its TLS
+    handshake is done) is refused by :meth:`add`: its caller times it itself.
+    """
+
+    __slots__ = ("_entries", "_handle", "_last", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._entries: dict[Expiring, float] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        self._last = float("-inf")
+
+    @property
+    def pending(self) -> int:
+        """The connections whose deadline is still ahead."""
+        return len(self._entries)
+
+    def add(self, protocol: Expiring, deadline: float) -> bool:
+        """Call ``protocol._open_timed_out()`` at ``deadline`` (loop time) unless it is
+        discarded first; False (nothing done) when ``deadline`` is before the last one."""
+        if deadline < self._last:
+            return False
+        self._last = deadline
+        self._entries[protocol] = deadline
+        if self._handle is None:
+            self._handle = self._loop.call_at(deadline, self._expire)
+        return True
+
+    def discard(self, protocol: Expiring) -> None:
+        """Forget ``protocol``'s deadline (it opened, or it is gone)."""
+        self._entries.pop(protocol, None)
+
+    def _expire(self) -> None:
+        self._handle = None
+        entries = self._entries
+        now = self._loop.time()
+        while entries:
+            protocol, deadline = next(iter(entries.items()))
+            if deadline > now:
+                self._handle = self._loop.call_at(deadline, self._expire)
+                return
+            del entries[protocol]
+            try:
+                protocol._open_timed_out()
+            except Exception:  # the others' deadlines must still be kept
+                log.exception("opening deadline failed")
 
 
 class Opening:

@@ -50,7 +50,7 @@ from .frames import (
     unmask,
 )
 from .http import Request, Response
-from .opening import Opening
+from .opening import Deadlines, Opening
 from .outbox import COALESCE, Outbox
 from .pings import Pings
 from .reading import ReadGate
@@ -107,6 +107,7 @@ class Protocol(asyncio.Protocol):
         "_close_sent",
         "_closed",
         "_conn",
+        "_deadlines",
         "_deflate",
         "_failed",
         "_fast_read",
@@ -141,6 +142,7 @@ class Protocol(asyncio.Protocol):
         on_request: Callable[[Protocol, Request], None] | None = None,
         on_lost: Callable[[Protocol], None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -159,6 +161,8 @@ class Protocol(asyncio.Protocol):
         # The handshake's bytes and waiting, until the connection opens.
         self._opening: Opening | None = Opening(self, on_request)
         self._on_lost = on_lost
+        # A server's: the opening deadlines of its connections, on one timer.
+        self._deadlines = deadlines
         self._callbacks: list[Callable[[], None]] | None = None
         self._conn: Connection | None = None
         self._closed: asyncio.Future[None] | None = None
@@ -207,8 +211,9 @@ class Protocol(asyncio.Protocol):
         self.outbox.transport = self.reading.transport = transport
         timeout = self.config.open_timeout
         if timeout is not None:
-            timeout -= self.loop.time() - self._born
-        self._start_timer(timeout, self._open_timed_out)
+            deadline = self._born + timeout
+            if self._deadlines is None or not self._deadlines.add(self, deadline):
+                self._start_timer(deadline - self.loop.time(), self._open_timed_out)
 
     def data_received(self, data: bytes) -> None:
         conn = self._conn
@@ -269,6 +274,8 @@ class Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._move_to(State.CLOSED)
         self._cancel_timer()
+        if self._deadlines is not None:
+            self._deadlines.discard(self)
         if self._opening is not None:
             self._opening.lost()
         if self.receiver is not None:
@@ -365,6 +372,8 @@ class Protocol(asyncio.Protocol):
             self._plain = not self.client
             self.frame_format = None if self.client else PLAIN
         self._cancel_timer()
+        if self._deadlines is not None:
+            self._deadlines.discard(self)
         self._move_to(State.OPEN)
         if opening is not None and opening.opened is not None and not opening.opened.done():
             opening.opened.set_result(None)

@@ -24,6 +24,7 @@ from .connection import WebSocket
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .heartbeat import Heartbeat
 from .http import Request, Response, check_header, check_token, error_response, for_request
+from .opening import Deadlines
 from .protocol import Protocol
 from .state import State
 from .version import __version__
@@ -80,6 +81,8 @@ class Server:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._closed: asyncio.Future[None] = self._loop.create_future()
+        # The opening deadlines of all connections, on one timer (see Deadlines).
+        self._deadlines = Deadlines(self._loop)
         self._heartbeat: Heartbeat | None = None
         if config.ping_interval is not None:
             self._heartbeat = Heartbeat(config.ping_interval, config.ping_timeout)
@@ -144,7 +147,11 @@ class Server:
 
     def _new_protocol(self) -> Protocol:
         protocol = Protocol(
-            self.config, on_request=self._on_request, on_lost=self._on_lost, loop=self._loop
+            self.config,
+            on_request=self._on_request,
+            on_lost=self._on_lost,
+            loop=self._loop,
+            deadlines=self._deadlines,
         )
         self._protocols.add(protocol)
         return protocol
