@@ -324,3 +324,21 @@ async def test_a_clean_close_whose_reply_left_at_once_needs_no_closing_timer() -
         raw.close()
     # The reply left whole and the TCP connection closes at once: nothing to time out.
     assert seen == [(State.CLOSING, True)]
+
+
+async def test_wait_closed_cancelled_leaves_the_other_waiters_and_no_callback() -> None:
+    protocol, wire, accepted = server_pair()
+    protocol.data_received(handshake())
+    first = asyncio.ensure_future(protocol.wait_closed())
+    second = asyncio.ensure_future(protocol.wait_closed())
+    await asyncio.sleep(0)
+    for _ in range(100):  # waiters given up on (wait_for timeouts) leave nothing behind
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(protocol.wait_closed(), 0)
+    first.cancel()
+    await asyncio.sleep(0)
+    assert len(protocol._callbacks or ()) <= 1
+    wire.end.abort()
+    await asyncio.wait_for(second, TIMEOUT)
+    assert first.cancelled() and protocol.state is State.CLOSED
+    await protocol.wait_closed()  # at once, once closed
