@@ -137,16 +137,25 @@ class Opening:
             self._refusal_body(data)
             return
         buffer = self._buffer
-        start = max(0, len(buffer) - 3)
-        buffer += data
-        end = buffer.find(b"\r\n\r\n", start)
+        whole: bytes | bytearray = data  # a head that arrives in one read is not copied
+        start = 0
+        if buffer:
+            start = max(0, len(buffer) - 3)
+            buffer += data
+            whole = buffer
+        end = whole.find(b"\r\n\r\n", start)
         limit = self._protocol.config.max_header_size
         if end < 0 or end + 4 > limit:
+            if whole is data:
+                buffer += data
             if len(buffer) > limit:
                 self._head_too_large()
             return
-        self._head = bytes(buffer[: end + 4])
-        self._trailing = bytes(buffer[end + 4 :])
+        if end + 4 == len(whole) and whole is data:
+            self._head, self._trailing = data, b""
+        else:
+            self._head = bytes(whole[: end + 4])
+            self._trailing = bytes(whole[end + 4 :])
         buffer.clear()
         if self._protocol.client:
             self._response_head()
