@@ -327,7 +327,7 @@ async def test_a_clean_close_whose_reply_left_at_once_needs_no_closing_timer() -
 
 
 async def test_wait_closed_cancelled_leaves_the_other_waiters_and_no_callback() -> None:
-    protocol, wire, accepted = server_pair()
+    protocol, wire, _ = server_pair()
     protocol.data_received(handshake())
     first = asyncio.ensure_future(protocol.wait_closed())
     second = asyncio.ensure_future(protocol.wait_closed())
