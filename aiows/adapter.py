@@ -25,7 +25,15 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
+from wsproto.frame_protocol import (
+    LOCAL_ONLY_CLOSE_REASONS,
+    MAX_CLOSE_REASON,
+    MAX_PROTOCOL_CLOSE_REASON,
+    MIN_CLOSE_REASON,
+    CloseReason,
+    Opcode,
+    RsvBits,
+)
 
 from .frames import COMPRESSION_LEVEL, PLAIN
 
@@ -43,6 +51,7 @@ __all__ = [
     "Pong",
     "SizeLimit",
     "TextMessage",
+    "close_of",
     "deflate_bound",
     "frame_format",
     "idle",
@@ -84,6 +93,34 @@ def new_connection(
     # Assumption: Connection keeps its event queue in ``_events`` (see _Events).
     conn._events = _Events()  # type: ignore[assignment]
     return conn
+
+
+_CLOSE_CODES = frozenset(int(code) for code in CloseReason)
+
+
+def close_of(payload: bytes) -> tuple[int, str] | None:
+    """Return the code and reason of a peer's close frame, as wsproto reads them, or None
+    when wsproto fails the frame (then let wsproto read it, to close as it does).
+
+    An empty payload is 1005 (RFC 6455 §7.1.5). wsproto refuses a 1-byte payload, a code
+    outside 1000-4999, one that only an endpoint may report (1005, 1006, 1015), an
+    unassigned one below 3000, and a reason that is not UTF-8. This lets an uncompressed
+    connection that only saw plain data frames close without ever building wsproto's
+    connection; ``tests/test_adapter.py`` compares it with wsproto for every code.
+    """
+    if not payload:
+        return int(CloseReason.NO_STATUS_RCVD), ""
+    if len(payload) < 2:
+        return None
+    code = payload[0] << 8 | payload[1]
+    if not MIN_CLOSE_REASON <= code <= MAX_CLOSE_REASON or code in LOCAL_ONLY_CLOSE_REASONS:
+        return None
+    if code <= MAX_PROTOCOL_CLOSE_REASON and code not in _CLOSE_CODES:
+        return None
+    try:
+        return code, payload[2:].decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def idle(conn: Connection) -> bool:

@@ -10,7 +10,9 @@ bytes and reads the answer's.
 
 from __future__ import annotations
 
-import base64
+import binascii
+import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +20,7 @@ from wsproto import ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData
 from wsproto.events import Request as WSRequest
 from wsproto.handshake import H11Handshake
-from wsproto.utilities import RemoteProtocolError, generate_accept_token, split_comma_header
+from wsproto.utilities import ACCEPT_GUID, RemoteProtocolError, split_comma_header
 
 from .adapter import BoundedDeflate, Extension
 from .config import Config
@@ -58,10 +60,10 @@ def refusal(request: Request) -> Refusal | None:
         return _bad("request method must be GET")
     if request.version != "HTTP/1.1":
         return _bad("HTTP/1.1 required")
-    if not _valid_key(headers.get("Sec-WebSocket-Key") or ""):
+    if not valid_key(headers.get("Sec-WebSocket-Key") or ""):
         return _bad("missing or invalid header 'Sec-WebSocket-Key'")
     connection = ",".join(headers.get_all("Connection")).lower()
-    if "upgrade" not in (token.strip() for token in connection.split(",")):
+    if connection != "upgrade" and "upgrade" not in (t.strip() for t in connection.split(",")):
         return _bad("missing header 'Connection: Upgrade'")
     if version != "13":
         reason = "unsupported or missing Sec-WebSocket-Version"
@@ -79,12 +81,14 @@ def _bad(reason: str) -> Refusal:
     return Refusal(error_response(400), reason)
 
 
-def _valid_key(key: str) -> bool:
+# Base64 of 16 bytes, as base64.b64decode(validate=True) takes it: 22 characters of its
+# alphabet (the last one's low bits, padding in a strict encoder, are not checked) and "==".
+_KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
+
+
+def valid_key(key: str) -> bool:
     """Check that ``Sec-WebSocket-Key`` is a base64-encoded 16-byte nonce (RFC 6455 §4.1)."""
-    try:
-        return len(base64.b64decode(key.encode(), validate=True)) == 16
-    except (ValueError, UnicodeEncodeError):
-        return False
+    return _KEY.fullmatch(key) is not None
 
 
 def select_subprotocol(request: Request, supported: Iterable[str]) -> str | None:
@@ -110,18 +114,26 @@ def accept(
 
     ``request`` must have passed :func:`refusal`; ``headers`` are added as they are.
     """
-    key = (request.headers.get("Sec-WebSocket-Key") or "").encode()
-    lines = [
-        "HTTP/1.1 101 Switching Protocols",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Accept: {generate_accept_token(key).decode()}",
-    ]
+    key = request.headers.get("Sec-WebSocket-Key") or ""
+    lines = [_SWITCHING + accept_token(key)]
     if subprotocol is not None:
         lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
     extensions = _negotiate(request, config, lines)
     lines += [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), extensions
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("latin-1"), extensions
+
+
+_SWITCHING = (
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Accept: "
+)
+
+
+def accept_token(key: str) -> str:
+    """Return ``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2)."""
+    digest = hashlib.sha1(key.encode() + ACCEPT_GUID).digest()
+    return binascii.b2a_base64(digest, newline=False).decode()
 
 
 def _negotiate(request: Request, config: Config, lines: list[str]) -> list[Extension]:

@@ -25,6 +25,16 @@ _TOKEN_TEXT = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE_TEXT = re.compile(r"[\x09\x20-\x7e\x80-\xff]*")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 MAX_HEADERS = 128
+# The common head, read by two regular expressions over its Latin-1 text: a request line
+# and header lines that the checks of _parse_slow all pass. Any other head (a bad one,
+# obs-fold, a bare CR or LF) does not match and goes to _parse_slow, which says why.
+_TOKEN_CHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_HEAD_TEXT = re.compile(
+    rf"({_TOKEN_CHARS}) (/[\x21-\x7e]*) (HTTP/1\.[01])\r\n"
+    rf"((?:{_TOKEN_CHARS}:[\x09\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
+)
+# In a block _HEAD_TEXT took, a value is what follows the colon's blanks up to CR LF.
+_FIELD_TEXT = re.compile(rf"({_TOKEN_CHARS}):[ \t]*([^\r]*)\r\n")
 
 
 class Headers:
@@ -35,22 +45,26 @@ class Headers:
     ('example.com', True)
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_names")
 
     def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
-        # Names and values alternate in one flat tuple: a tuple per header would cost
-        # 56 bytes more, for each header of each connection's request.
-        self._items: tuple[str, ...] = tuple(
-            part for name, value in pairs for part in (str(name), str(value))
-        )
+        self._set([part for name, value in pairs for part in (str(name), str(value))])
 
     @classmethod
     def _flat(cls, items: list[str]) -> Headers:
-        """Headers from names and values already alternating, all ``str``."""
+        """Headers from names and values already alternating, all ``str`` (the parser's)."""
         headers = cls.__new__(cls)
-        headers._items = tuple(items)
+        headers._set(items)
         return headers
+
+    def _set(self, items: list[str]) -> None:
+        # Names and values alternate in one flat tuple: a tuple per header would cost
+        # 56 bytes more, for each header of each connection's request.
+        self._items: tuple[str, ...] = tuple(items)
+        # The names lowered once, for look-ups at C speed (tuple.index, in); interned,
+        # the usual ones are shared by every connection.
+        self._names = tuple([sys.intern(name.lower()) for name in items[::2]])
 
     def _pairs(self) -> Iterator[tuple[str, str]]:
         parts = iter(self._items)
@@ -66,16 +80,19 @@ class Headers:
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the first value of ``name``, or ``default``: a ``str`` when ``default``
         is one (``headers.get("Authorization", "")``), else ``str | None``."""
-        lowered = name.lower()
-        for key, value in self._pairs():
-            if key.lower() == lowered:
-                return value
-        return default
+        try:
+            return self._items[2 * self._names.index(name.lower()) + 1]
+        except ValueError:
+            return default
 
     def get_all(self, name: str) -> list[str]:
         """Return every value of ``name``, in order."""
         lowered = name.lower()
-        return [value for key, value in self._pairs() if key.lower() == lowered]
+        names = self._names
+        if lowered not in names:
+            return []
+        values = self._items[1::2]
+        return [value for key, value in zip(names, values, strict=True) if key == lowered]
 
     def items(self) -> list[tuple[str, str]]:
         """Return the ``(name, value)`` pairs as received."""
@@ -247,7 +264,34 @@ def error_response(status: int, headers: list[tuple[str, str]] | None = None) ->
 
 
 def parse_request(head: bytes, remote_address: tuple[str, int] | None = None) -> Request:
-    """Parse a request head ending in CRLF CRLF, raising :class:`HTTPError` when it is bad."""
+    """Parse a request head ending in CRLF CRLF, raising :class:`HTTPError` when it is bad.
+
+    400 for a malformed request line or header line (a name that is not a token, a
+    value with CR, LF, NUL or another control character), 505 for another HTTP version
+    than 1.0 and 1.1, 431 for more than :data:`MAX_HEADERS` header lines.
+    """
+    text = head.decode("latin-1")
+    match = _HEAD_TEXT.fullmatch(text)
+    if match is None:
+        return _parse_slow(head, remote_address)
+    method, target, version, block = match.groups()
+    fields = _FIELD_TEXT.findall(block)
+    if len(fields) > MAX_HEADERS:
+        raise HTTPError(431, "too many headers")
+    # Names and most values repeat on every connection: interned, they are stored once
+    # per process while a connection holds them (sys.intern's strings are freed with
+    # their last holder, so unique values cost no more than a look-up).
+    intern = sys.intern
+    headers = Headers._flat(
+        [part for name, value in fields for part in (intern(name), intern(value.rstrip(" \t")))]
+    )
+    path, _, query = target.partition("?")
+    version = "HTTP/1.1" if version == "HTTP/1.1" else "HTTP/1.0"
+    return Request(intern(method), path, query, headers, version, remote_address)
+
+
+def _parse_slow(head: bytes, remote_address: tuple[str, int] | None) -> Request:
+    """parse_request line by line: for the heads its regular expression does not take."""
     lines = head.split(b"\r\n")
     try:
         method, target, version = lines[0].split(b" ")
@@ -274,8 +318,5 @@ def _parse_headers(lines: list[bytes]) -> Headers:
         value = value.strip(b" \t")
         if not _VALUE.fullmatch(value):
             raise HTTPError(400, "invalid header value")
-        # Names and most values repeat on every connection: interned, they are stored
-        # once per process while a connection holds them (sys.intern's strings are
-        # freed with their last holder, so unique values cost no more than a look-up).
         items += (sys.intern(name.decode("ascii")), sys.intern(value.decode("latin-1")))
     return Headers._flat(items)

@@ -23,7 +23,7 @@ from .http import HTTPError, Request, Response, error_response, parse_request
 from .outbox import Outbox
 from .reading import ReadGate
 
-__all__ = ["Glue", "Opening"]
+__all__ = ["Deadlines", "Glue", "Opening"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,72 @@ class Glue(Interface):
     def _enter_closing(self) -> None: ...
 
 
+class Expiring(Interface):
+    """What :class:`Deadlines` calls when a connection's opening deadline passes."""
+
+    def _open_timed_out(self) -> None: ...
+
+
+class Deadlines:
+    """The opening deadlines of a server's connections, on one timer handle.
+
+    Every connection of a server has the same ``open_timeout``, counted from its
+    creation, so they expire in the order they are added: they wait in a dict (which
+    keeps that order), and one timer waits for the first one. A connection that opens
+    is :meth:`discard`-ed, a dict deletion: no timer is made and cancelled per
+    connection. One added after a later deadline (a TLS connection, added once its TLS
+    handshake is done) is refused by :meth:`add`: its caller times it itself.
+    """
+
+    __slots__ = ("_entries", "_handle", "_last", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._entries: dict[Expiring, float] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        self._last = float("-inf")
+
+    @property
+    def pending(self) -> int:
+        """The connections whose deadline is still ahead."""
+        return len(self._entries)
+
+    def add(self, protocol: Expiring, deadline: float) -> bool:
+        """Call ``protocol._open_timed_out()`` at ``deadline`` (loop time) unless it is
+        discarded first; False (nothing done) when ``deadline`` is before the last one."""
+        if deadline < self._last:
+            return False
+        self._last = deadline
+        self._entries[protocol] = deadline
+        if self._handle is None:
+            self._handle = self._loop.call_at(deadline, self._expire)
+        return True
+
+    def discard(self, protocol: Expiring) -> None:
+        """Forget ``protocol``'s deadline (it opened, or it is gone)."""
+        self._entries.pop(protocol, None)
+
+    def _expire(self) -> None:
+        self._handle = None
+        entries = self._entries
+        now = self._loop.time()
+        while entries:
+            protocol, deadline = next(iter(entries.items()))
+            if deadline > now:
+                self._handle = self._loop.call_at(deadline, self._expire)
+                return
+            del entries[protocol]
+            try:
+                protocol._open_timed_out()
+            except Exception:  # the others' deadlines must still be kept
+                log.exception("opening deadline failed")
+
+
 class Opening:
     """The bytes and the waiting of one connection's opening handshake, server or client."""
 
     __slots__ = (
+        "_accepted",
         "_buffer",
         "_handshake",
         "_head",
@@ -65,6 +127,7 @@ class Opening:
         self._buffer = bytearray()
         self._head = b""
         self._trailing = b""
+        self._accepted = False
         #: A client's: resolves when the server accepts, raises when it does not.
         self.opened: asyncio.Future[None] | None = None
 
@@ -74,16 +137,25 @@ class Opening:
             self._refusal_body(data)
             return
         buffer = self._buffer
-        start = max(0, len(buffer) - 3)
-        buffer += data
-        end = buffer.find(b"\r\n\r\n", start)
+        whole: bytes | bytearray = data  # a head that arrives in one read is not copied
+        start = 0
+        if buffer:
+            start = max(0, len(buffer) - 3)
+            buffer += data
+            whole = buffer
+        end = whole.find(b"\r\n\r\n", start)
         limit = self._protocol.config.max_header_size
         if end < 0 or end + 4 > limit:
+            if whole is data:
+                buffer += data
             if len(buffer) > limit:
                 self._head_too_large()
             return
-        self._head = bytes(buffer[: end + 4])
-        self._trailing = bytes(buffer[end + 4 :])
+        if end + 4 == len(whole) and whole is data:
+            self._head, self._trailing = data, b""
+        else:
+            self._head = bytes(whole[: end + 4])
+            self._trailing = bytes(whole[end + 4 :])
         buffer.clear()
         if self._protocol.client:
             self._response_head()
@@ -102,7 +174,6 @@ class Opening:
 
     def _request_head(self) -> None:
         protocol = self._protocol
-        protocol.reading.pause()
         try:
             request = parse_request(self._head, protocol.remote_address)
         except HTTPError as exc:
@@ -111,6 +182,11 @@ class Opening:
             return
         assert self._on_request is not None
         self._on_request(protocol, request)
+        transport = protocol.transport
+        if not self._accepted and (transport is None or not transport.is_closing()):
+            # The decision waits (a process_request hook): read nothing more until it
+            # is made. One decided at once costs no pause and resume of the socket.
+            protocol.reading.pause()
 
     def accept(
         self,
@@ -128,6 +204,7 @@ class Opening:
             protocol.reject(refused.response)
             raise InvalidHandshake(refused.reason)
         answer, extensions = handshake.accept(request, subprotocol, headers, protocol.config)
+        self._accepted = True
         protocol.outbox.write(answer)
         protocol.subprotocol = subprotocol
         protocol._open(extensions, self._trailing)

@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol as Interface
 from typing import cast
 
@@ -31,6 +32,7 @@ from .adapter import (
     Ping,
     Pong,
     TextMessage,
+    close_of,
     frame_format,
     idle,
     is_compressed,
@@ -39,9 +41,17 @@ from .adapter import (
 )
 from .config import Config
 from .exceptions import ConnectionClosed
-from .frames import PLAIN, FastReader, encode_frame, encode_frame_as, encode_parts, frame_header
+from .frames import (
+    PLAIN,
+    FastReader,
+    encode_frame,
+    encode_frame_as,
+    encode_parts,
+    frame_header,
+    unmask,
+)
 from .http import Request, Response
-from .opening import Opening
+from .opening import Deadlines, Opening
 from .outbox import COALESCE, Outbox
 from .pings import Pings
 from .reading import ReadGate
@@ -83,6 +93,11 @@ PROGRESS_RATE = 2**16
 COMPRESSOR_IDLE = 0.5
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Receiver(Interface):
     """What the protocol calls on the object that consumes its messages."""
 
@@ -99,8 +114,8 @@ class Protocol(asyncio.Protocol):
         "_callbacks",
         "_close_rcvd",
         "_close_sent",
-        "_closed",
         "_conn",
+        "_deadlines",
         "_deflate",
         "_failed",
         "_fast_read",
@@ -134,10 +149,13 @@ class Protocol(asyncio.Protocol):
         client: bool = False,
         on_request: Callable[[Protocol, Request], None] | None = None,
         on_lost: Callable[[Protocol], None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.config = config
         self.client = client
-        self.loop = asyncio.get_running_loop()
+        # A server passes its loop: asyncio.get_running_loop() costs a getpid() call.
+        self.loop = loop or asyncio.get_running_loop()
         self.id = new_id()
         #: Where the connection is in its life; read it, never assign it: it only moves
         #: through :meth:`_move_to`, as :data:`TRANSITIONS` allows. (A plain attribute,
@@ -151,9 +169,10 @@ class Protocol(asyncio.Protocol):
         # The handshake's bytes and waiting, until the connection opens.
         self._opening: Opening | None = Opening(self, on_request)
         self._on_lost = on_lost
+        # A server's: the opening deadlines of its connections, on one timer.
+        self._deadlines = deadlines
         self._callbacks: list[Callable[[], None]] | None = None
         self._conn: Connection | None = None
-        self._closed: asyncio.Future[None] | None = None
         # The connection's one timer: the opening's deadline, then, while open, the
         # idle compressor's check (see encode_data), then the closing's deadline.
         self._timer: asyncio.TimerHandle | None = None
@@ -199,17 +218,18 @@ class Protocol(asyncio.Protocol):
         self.outbox.transport = self.reading.transport = transport
         timeout = self.config.open_timeout
         if timeout is not None:
-            timeout -= self.loop.time() - self._born
-        self._start_timer(timeout, self._open_timed_out)
+            deadline = self._born + timeout
+            if self._deadlines is None or not self._deadlines.add(self, deadline):
+                self._start_timer(deadline - self.loop.time(), self._open_timed_out)
 
     def data_received(self, data: bytes) -> None:
         conn = self._conn
-        if conn is None:
-            # Refused or failed: what follows the handshake is not read.
+        if conn is None and self.state is not State.OPEN:
+            # Refused, failed, or closed without wsproto: what follows is not read.
             if self._opening is not None and self.state is State.CONNECTING:
                 self._opening.data_received(data)
             return
-        if self._failed or conn.state is ConnectionState.CLOSED:
+        if self._failed or (conn is not None and conn.state is ConnectionState.CLOSED):
             return
         self._received += len(data)
         self.outbox.fresh = True  # the first reply to this may leave at once
@@ -226,6 +246,11 @@ class Protocol(asyncio.Protocol):
                 return
             data = rest
             self._fast_read = False
+            if conn is None:
+                if self._plain_close(data):
+                    return
+                conn = self._wsproto()
+        assert conn is not None  # open and without it, the fast reader reads
         conn.receive_data(data)
         for event in conn.events():
             if isinstance(event, (TextMessage, BytesMessage)):
@@ -258,6 +283,8 @@ class Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._move_to(State.CLOSED)
         self._cancel_timer()
+        if self._deadlines is not None:
+            self._deadlines.discard(self)
         if self._opening is not None:
             self._opening.lost()
         if self.receiver is not None:
@@ -266,8 +293,6 @@ class Protocol(asyncio.Protocol):
         pings, self._pings = self._pings, None
         if pings is not None:
             pings.fail(self.closed_error)
-        if self._closed is not None and not self._closed.done():
-            self._closed.set_result(None)
         if self._on_lost is not None:
             self._on_lost(self)
         for callback in self._callbacks or ():
@@ -320,9 +345,9 @@ class Protocol(asyncio.Protocol):
         """Answer the handshake with a plain HTTP response and close the connection."""
         if self.transport is None or self.transport.is_closing():
             return
-        self._enter_closing()
+        self._closing_now()
         self.transport.write(response.encode())
-        self.transport.close()
+        self._close_transport()
 
     def start_handshake(
         self,
@@ -342,13 +367,20 @@ class Protocol(asyncio.Protocol):
 
     def _open(self, extensions: list[Extension], trailing: bytes) -> None:
         opening, self._opening = self._opening, None  # its bytes are no longer needed
-        self._conn = new_connection(self.client, extensions, self.config.max_size)
-        self._uncompressed = not is_compressed(extensions)
-        self._deflate = None if self._uncompressed else extensions
-        self._plain = self._uncompressed and not self.client
-        self.frame_format = frame_format(self.client, extensions)
-        self._fast_read = self._uncompressed
+        if extensions:  # permessage-deflate: wsproto reads and writes every data frame
+            self._conn = new_connection(self.client, extensions, self.config.max_size)
+            self._uncompressed = self._fast_read = not is_compressed(extensions)
+            self._deflate = None if self._uncompressed else extensions
+            self._plain = self._uncompressed and not self.client
+            self.frame_format = frame_format(self.client, extensions)
+        else:
+            # wsproto's connection is built when first needed (see _wsproto).
+            self._uncompressed = self._fast_read = True
+            self._plain = not self.client
+            self.frame_format = None if self.client else PLAIN
         self._cancel_timer()
+        if self._deadlines is not None:
+            self._deadlines.discard(self)
         self._move_to(State.OPEN)
         if opening is not None and opening.opened is not None and not opening.opened.done():
             opening.opened.set_result(None)
@@ -411,7 +443,7 @@ class Protocol(asyncio.Protocol):
         frames cannot be shared); the frame must be sent, and in order, since encoding
         it advanced the connection's compressor.
         """
-        conn = self._conn
+        conn = self._wsproto() if self.state is State.OPEN else self._conn
         if conn is None:
             raise self.closed_error()  # closed (or not open yet): nothing to encode with
         event: TextMessage | BytesMessage
@@ -456,8 +488,7 @@ class Protocol(asyncio.Protocol):
         if self._pings is None:
             self._pings = Pings()
         self._pings.sent(payload, waiter)
-        assert self._conn is not None
-        self.outbox.write(self._conn.send(Ping(payload=payload)))
+        self.outbox.write(self._wsproto().send(Ping(payload=payload)))
         return waiter
 
     # -------------------------------------------------------------------- closing
@@ -467,8 +498,10 @@ class Protocol(asyncio.Protocol):
         if self.state is State.CONNECTING:
             self.abort()
             return
-        conn = self._conn
-        if self.state is not State.OPEN or conn is None or conn.state is not ConnectionState.OPEN:
+        if self.state is not State.OPEN:
+            return
+        conn = self._wsproto()
+        if conn.state is not ConnectionState.OPEN:
             return
         self.outbox.write(conn.send(CloseConnection(code=code, reason=reason)))
         self._close_sent = (code, reason)
@@ -487,10 +520,51 @@ class Protocol(asyncio.Protocol):
         else:
             self._fail(event.code, event.reason or "")
             return
-        self._enter_closing()
+        self._closing_now()
         assert self.receiver is not None
         self.receiver._receive_ended()
         self._finish_closing()
+
+    def _plain_close(self, data: bytes) -> bool:
+        """Read a client's close frame without wsproto, when wsproto would take it.
+
+        For a server whose wsproto connection is not built (the fast reader read every
+        frame before): a whole masked close frame (RFC 6455 §5.5.1) whose payload
+        :func:`~aiows.adapter.close_of` accepts is answered with the same code and
+        reason, unmasked, as wsproto's ``CloseConnection.response()`` would be, and the
+        TCP connection is closed. Returns False for anything else, which wsproto reads.
+        Bytes after the close frame are ignored, as they are after wsproto's.
+        """
+        if self.client or len(data) < 6 or data[0] != 0x88 or not data[1] & 0x80:
+            return False
+        length = data[1] & 0x7F
+        if length > 125 or len(data) < 6 + length:
+            return False
+        payload = unmask(data[6 : 6 + length], data[2:6])
+        close = close_of(payload)
+        if close is None:
+            return False
+        self._activity = True
+        self._close_rcvd = self._close_sent = close
+        self.outbox.write(bytes((0x88, length)) + payload)
+        self._closing_now()
+        assert self.receiver is not None
+        self.receiver._receive_ended()
+        self._finish_closing()
+        return True
+
+    def _wsproto(self) -> Connection:
+        """wsproto's connection, built on first need.
+
+        An uncompressed connection opens without it: the fast reader reads plain data
+        frames and :meth:`_plain_close` a clean close, so a connection that only sees
+        those never builds it. The first other frame, a ping or a close of ours builds
+        it; it starts between frames and messages, where the fast reader stopped.
+        """
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = new_connection(self.client, [], self.config.max_size)
+        return conn
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection after a protocol error by the peer (RFC 6455 §7.1.7)."""
@@ -501,7 +575,7 @@ class Protocol(asyncio.Protocol):
             self.outbox.write(conn.send(CloseConnection(code=code, reason=reason[:100])))
             self._close_sent = (code, reason)
         self._failed = True
-        self._enter_closing()
+        self._closing_now()
         assert self.receiver is not None
         self.receiver._receive_ended()
         self._finish_closing()
@@ -518,13 +592,38 @@ class Protocol(asyncio.Protocol):
             self._move_to(State.CLOSING)
             self._start_timer(self.config.close_timeout, self._close_timed_out)
 
+    def _closing_now(self) -> None:
+        """Move to CLOSING, for a caller that closes the transport next with
+        :meth:`_close_transport`, which starts the closing's timer only if it is needed."""
+        if self.state < State.CLOSING:
+            self._move_to(State.CLOSING)
+            self._cancel_timer()
+
+    def _close_transport(self) -> None:
+        """Close the TCP connection, within ``close_timeout`` (see :meth:`_enter_closing`).
+
+        A plain TCP transport whose write buffer is empty closes at once (its
+        ``connection_lost`` follows in the next loop turn): no timer is started for it.
+        Bytes still buffered, which a peer that stopped reading keeps there, or TLS,
+        whose close waits for the peer's close_notify, keep the deadline.
+        """
+        transport = self.transport
+        assert transport is not None
+        transport.close()
+        if self._timer is None and (
+            transport.get_write_buffer_size() or transport.get_extra_info("ssl_object")
+        ):
+            self._start_timer(self.config.close_timeout, self._close_timed_out)
+
     def _finish_closing(self) -> None:
         # The server closes the TCP connection first (RFC 6455 §7.1.1); a client waits
-        # for the server to do so. Either way the closing timer runs on: close() only
-        # flushes, and a peer that does not read would make it wait for ever.
-        assert self.transport is not None
-        if not self.client:
-            self.transport.close()
+        # for the server to do so, within close_timeout. close() only flushes: a peer
+        # that does not read would make it wait for ever without a deadline.
+        if self.client:
+            if self._timer is None:
+                self._start_timer(self.config.close_timeout, self._close_timed_out)
+        else:
+            self._close_transport()
 
     def _close_timed_out(self) -> None:
         self._timer = None
@@ -537,12 +636,20 @@ class Protocol(asyncio.Protocol):
             self.transport.abort()
 
     async def wait_closed(self) -> None:
-        """Wait until the TCP connection is closed."""
+        """Wait until the TCP connection is closed. Safe to cancel: other waiters go on."""
         if self.state is State.CLOSED:
             return
-        if self._closed is None:
-            self._closed = self.loop.create_future()
-        await asyncio.shield(self._closed)
+        # A future of its own per waiter, woken by on_closed: cheaper than a shield
+        # around a shared one, and cancelling it touches no other waiter.
+        waiter = self.loop.create_future()
+        wake = partial(_wake, waiter)
+        self.on_closed(wake)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if self._callbacks is not None and wake in self._callbacks:
+                self._callbacks.remove(wake)  # a caller that gives up leaves nothing
+            raise
 
     def closed_error(self) -> ConnectionClosed:
         """Return the exception that describes how this connection closed."""

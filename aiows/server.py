@@ -24,6 +24,7 @@ from .connection import WebSocket
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .heartbeat import Heartbeat
 from .http import Request, Response, check_header, check_token, error_response, for_request
+from .opening import Deadlines
 from .protocol import Protocol
 from .state import State
 from .version import __version__
@@ -80,6 +81,8 @@ class Server:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._closed: asyncio.Future[None] = self._loop.create_future()
+        # The opening deadlines of all connections, on one timer (see Deadlines).
+        self._deadlines = Deadlines(self._loop)
         self._heartbeat: Heartbeat | None = None
         if config.ping_interval is not None:
             self._heartbeat = Heartbeat(config.ping_interval, config.ping_timeout)
@@ -143,7 +146,13 @@ class Server:
         return [p.receiver for p in self._protocols if isinstance(p.receiver, WebSocket)]
 
     def _new_protocol(self) -> Protocol:
-        protocol = Protocol(self.config, on_request=self._on_request, on_lost=self._on_lost)
+        protocol = Protocol(
+            self.config,
+            on_request=self._on_request,
+            on_lost=self._on_lost,
+            loop=self._loop,
+            deadlines=self._deadlines,
+        )
         self._protocols.add(protocol)
         return protocol
 
@@ -208,8 +217,10 @@ class Server:
         """Accept a request that :meth:`_check` let through (so it is not checked again)."""
         ws = WebSocket(protocol, request)
         try:
-            subprotocol = handshake.select_subprotocol(request, self._subprotocols)
-            protocol.accept(request, subprotocol, list(self._extra_headers), checked=True)
+            subprotocol = None
+            if self._subprotocols:
+                subprotocol = handshake.select_subprotocol(request, self._subprotocols)
+            protocol.accept(request, subprotocol, self._extra_headers, checked=True)
         except InvalidHandshake:
             return None
         return ws

@@ -25,6 +25,7 @@ from aiows.adapter import (
     Ping,
     SizeLimit,
     TextMessage,
+    close_of,
     frame_format,
     idle,
     is_compressed,
@@ -360,3 +361,25 @@ def test_messages_of_any_size_inflate_right_across_releases(seed: int) -> None:
         assert sum(map(len, deflate._history or ())) <= 2 * 2**bits + len(message)
         for _ in range(rng.choice([0, 0, 1, 2])):
             release_idle([deflate])
+
+
+# ----------------------------------------------- a close frame read without wsproto
+
+
+def _wsproto_close(payload: bytes) -> tuple[int, str] | None:
+    """What wsproto makes of a client's close frame with ``payload``, or None if it fails it."""
+    conn = new_connection(False, [], None)
+    conn.receive_data(frame(payload, 0x8))
+    (event,) = conn.events()
+    if not isinstance(event, CloseConnection) or conn.state is not ConnectionState.REMOTE_CLOSING:
+        return None
+    return int(event.code), event.reason or ""
+
+
+def test_close_of_agrees_with_wsproto_on_every_code_and_on_reasons() -> None:
+    payloads = [b"", b"\x03"] + [struct.pack("!H", code) for code in range(65536)]
+    reasons = ["bye", "é" * 61, "x" * 123]
+    payloads += [struct.pack("!H", 1000) + reason.encode() for reason in reasons]
+    payloads += [b"\x03\xe8\xff", b"\x03\xe8\xc3", b"\x0f\xa0\xed\xa0\x80"]  # bad UTF-8
+    for payload in payloads:
+        assert close_of(payload) == _wsproto_close(payload), payload

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rawclient import handshake as request_bytes
 
 import aiows
@@ -137,3 +140,46 @@ def test_client_keeps_at_most_max_refusal_body() -> None:
     assert client.receive_head(head, b"") is None
     refused = client.receive_body(b"x" * size)
     assert refused is not None and len(refused.body) == handshake.MAX_REFUSAL_BODY
+
+
+def test_accept_token_is_rfc_6455s_example() -> None:
+    # RFC 6455 §1.3: the key of its example handshake and the answer's token.
+    assert handshake.accept_token("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def _decodes_to_16_bytes(key: str) -> bool:
+    """RFC 6455 §4.1's rule, as base64 says it: the key decodes to a 16-byte nonce."""
+    try:
+        return len(base64.b64decode(key.encode(), validate=True)) == 16
+    except (ValueError, UnicodeEncodeError):
+        return False
+
+
+@settings(max_examples=int(os.environ.get("AIOWS_FUZZ_EXAMPLES", "300")), deadline=None)
+@given(
+    st.text(alphabet="AQgw+/=9 \t\né", min_size=20, max_size=26)
+    | st.binary(min_size=16, max_size=16).map(lambda b: base64.b64encode(b).decode())
+)
+def test_a_key_is_valid_when_it_decodes_to_16_bytes(key: str) -> None:
+    assert handshake.valid_key(key) == _decodes_to_16_bytes(key)
+    assert handshake.valid_key(key + "=") == _decodes_to_16_bytes(key + "=")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "dGhlIHNhbXBsZSBub25jZQ==",
+        "dGhlIHNhbXBsZSBub25jZR==",  # low bits set: base64 still decodes 16 bytes
+        "dGhlIHNh=XBsZSBub25jZQ==",
+        "dGhlIHNhbXBsZSBub25jZQ=",
+        "dGhlIHNhbXBsZSBub25jZQ",
+        "dGhlIHNhbXBsZSBub25jZQ===",
+        "dGhlIHNhbXBsZSBub25jZQ==\n",
+        " dGhlIHNhbXBsZSBub25jZQ==",
+        "dGhlIHNhbXBsZSBub25jZQ-_",
+        "dGhlIHNhbXBsZSBub25jZQ9=",
+        "",
+    ],
+)
+def test_valid_key_on_the_edges(key: str) -> None:
+    assert handshake.valid_key(key) == _decodes_to_16_bytes(key)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from aiows.http import Headers, HTTPError, Response, parse_request
+from aiows.http import MAX_HEADERS, Headers, HTTPError, Response, _parse_slow, parse_request
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,3 +142,68 @@ def test_requests_share_the_strings_they_repeat() -> None:
     assert first.method is second.method and first.version is second.version
     for one, other in zip(first.headers._items, second.headers._items, strict=True):
         assert one is other
+_PIECES = [b"Host", b"x", b":", b" ", b"\t", b"v", b"\r", b"\n", b"\x00", b"\xe9", b"GET", b"/"]
+_NAME = st.sampled_from([b"Host", b"X-A", b"x-a", b"A B", b"", b"(", b"\xe9", b" Host"])
+_CHARS = [b"v", b" ", b"\t", b"\x00", b"\x01", b"\x7f", b"\xe9", b"\r", b"\n", b":", b"\x80"]
+_GOOD_CHARS = [b"v", b" ", b"\t", b"\xe9", b":", b"\x80"]
+_GOOD_FIELD = st.tuples(
+    st.sampled_from([b"Host", b"X-A", b"x-a"]),
+    st.just(b":"),
+    st.lists(st.sampled_from(_GOOD_CHARS), max_size=6).map(b"".join),
+).map(b"".join)
+_WILD_FIELD = st.tuples(
+    _NAME,
+    st.sampled_from([b":", b" :", b""]),
+    st.lists(st.sampled_from(_CHARS), max_size=6).map(b"".join),
+).map(b"".join) | st.lists(st.sampled_from(_PIECES), max_size=6).map(b"".join)
+# Mostly heads both parsers take (so that what they make of them is compared), some not.
+_FIELD = st.one_of(_GOOD_FIELD, _GOOD_FIELD, _GOOD_FIELD, _WILD_FIELD)
+_GOOD_LINE = st.sampled_from([b"GET / HTTP/1.1", b"GET /a?b=c HTTP/1.0", b"POST /x HTTP/1.1"])
+_BAD_LINE = st.sampled_from(
+    [
+        b"GET / HTTP/1.2",
+        b"POST /x HTTP/2.0",
+        b"GET  / HTTP/1.1",
+        b"GET / HTTP/1.1 ",
+        b"GET /\x7f HTTP/1.1",
+        b"G(T / HTTP/1.1",
+        b"GET /\xe9 HTTP/1.1",
+        b"GET / http/1.1",
+    ]
+)
+_REQUEST_LINE = st.one_of(_GOOD_LINE, _GOOD_LINE, _GOOD_LINE, _BAD_LINE)
+
+
+@settings(max_examples=int(os.environ.get("AIOWS_FUZZ_EXAMPLES", "300")), deadline=None)
+@given(
+    _REQUEST_LINE,
+    st.lists(_FIELD, max_size=6),
+)
+def test_the_fast_parse_agrees_with_the_line_by_line_one(line: bytes, fields: list[bytes]) -> None:
+    head = b"\r\n".join([line, *fields]) + b"\r\n\r\n"
+    outcomes = []
+    for parse in (parse_request, lambda head: _parse_slow(head, None)):
+        try:
+            request = parse(head)
+        except HTTPError as exc:
+            outcomes.append(exc.status)
+        else:
+            items = request.headers.items()
+            outcomes.append((request.method, request.path, request.query, request.version, items))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_header_look_ups_ignore_case_and_keep_order() -> None:
+    request = parse_request(b"GET / HTTP/1.1\r\nX-A: 1\r\nHost: h\r\nx-a:  2 \r\nX-B:\r\n\r\n")
+    headers = request.headers
+    assert headers.get("x-A") == "1" and headers.get("X-B") == "" and headers.get("Y") is None
+    assert headers.get_all("X-a") == ["1", "2"] and headers.get_all("Y") == []
+    assert headers.items() == [("X-A", "1"), ("Host", "h"), ("x-a", "2"), ("X-B", "")]
+
+
+def test_at_most_max_headers_header_lines() -> None:
+    line = b"GET / HTTP/1.1\r\n"
+    assert len(parse_request(line + b"X: y\r\n" * MAX_HEADERS + b"\r\n").headers) == MAX_HEADERS
+    with pytest.raises(HTTPError) as info:
+        parse_request(line + b"X: y\r\n" * (MAX_HEADERS + 1) + b"\r\n")
+    assert info.value.status == 431

@@ -92,3 +92,32 @@ async def test_a_client_fails_on_a_head_too_large_and_on_a_lost_connection() -> 
     other.lost()
     with pytest.raises(ConnectionClosed):
         await waiting
+
+
+# ------------------------------------------------------- the opening deadlines on one timer
+
+
+class Expiring:
+    def __init__(self, log: list[str], name: str) -> None:
+        self.log, self.name = log, name
+
+    def _open_timed_out(self) -> None:
+        self.log.append(self.name)
+
+
+async def test_deadlines_expire_in_order_on_one_timer_and_skip_the_discarded() -> None:
+    from aiows.opening import Deadlines
+
+    loop = asyncio.get_running_loop()
+    fired: list[str] = []
+    deadlines = Deadlines(loop)
+    now = loop.time()
+    a, b, c = (Expiring(fired, name) for name in "abc")
+    assert deadlines.add(a, now + 0.05) and deadlines.add(b, now + 0.1)
+    assert deadlines.add(c, now + 0.15)
+    deadlines.discard(b)
+    # An earlier deadline than the last one added is not taken: its caller times it.
+    assert not deadlines.add(Expiring(fired, "d"), now + 0.01)
+    await asyncio.sleep(0.3)
+    assert fired == ["a", "c"]
+    assert deadlines.pending == 0

@@ -252,3 +252,93 @@ async def test_encode_data_frames_with_the_connections_own_context_can_be_queued
             got = [await asyncio.wait_for(client.recv(), TIMEOUT) for _ in range(3)]
             assert got == ["one", "two" * 100, "three"]
             await client.send("done")
+
+
+# ----------------------------------------------- wsproto's connection, only when needed
+
+
+@pytest.mark.parametrize(
+    "payload", [b"", struct.pack("!H", 1000) + b"bye", struct.pack("!H", 4000) + "é".encode()]
+)
+async def test_a_clean_close_after_plain_frames_never_builds_wsprotos_connection(
+    payload: bytes,
+) -> None:
+    protocol, wire, accepted = server_pair()
+    protocol.data_received(handshake())
+    (ws,) = accepted
+    assert protocol._conn is None  # the fast reader reads plain frames without it
+    protocol.data_received(frame(b"hi") + frame(payload, opcode=0x8))
+    assert await ws.recv() == "hi"
+    assert protocol._conn is None
+    if payload:
+        assert ws.close_code == struct.unpack("!H", payload[:2])[0]
+        assert ws.close_reason == payload[2:].decode()
+    else:
+        assert (ws.close_code, ws.close_reason) == (1005, "")
+    assert wire.closing  # the server closes the TCP connection first
+    await wait_for(lambda: bytes(wire.written).endswith(bytes([0x88, len(payload)]) + payload))
+    # The reply echoes the code and reason, as wsproto's CloseConnection.response() does.
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [(b"\x03", 1002), (struct.pack("!H", 1005), 1002), (b"\x03\xe8\xff", 1007)],
+)
+async def test_a_close_frame_wsproto_fails_is_failed_as_before(payload: bytes, code: int) -> None:
+    protocol, wire, _ = server_pair()
+    protocol.data_received(handshake() + frame(payload, opcode=0x8))
+    assert protocol._conn is not None  # built to read the frame
+    await wait_for(lambda: bytes(wire.written).find(b"\x88") > 0)
+    close = bytes(wire.written)[bytes(wire.written).rfind(b"\x88") :]
+    assert struct.unpack("!H", close[2:4])[0] == code
+    assert wire.closing
+
+
+async def test_ping_and_close_build_wsprotos_connection_when_first_needed() -> None:
+    protocol, wire, accepted = server_pair()
+    protocol.data_received(handshake())
+    (ws,) = accepted
+    assert protocol._conn is None
+    protocol.ping(b"1234")
+    assert protocol._conn is not None
+    protocol.close(1001, "later")
+    assert protocol.state is State.CLOSING
+    protocol.data_received(frame(struct.pack("!H", 1001), opcode=0x8))
+    assert ws.close_code == 1001 and wire.closing
+
+
+async def test_a_clean_close_whose_reply_left_at_once_needs_no_closing_timer() -> None:
+    seen: list[tuple[State, bool]] = []
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        async for _ in ws:
+            pass
+        seen.append((ws.state, ws.protocol._timer is None))
+
+    async with running(handler) as server:
+        raw = await RawClient.open(server.port)
+        raw.send(frame(struct.pack("!H", 1000), opcode=0x8))
+        assert await raw.read_close() == 1000
+        assert await raw.eof()
+        await wait_for(lambda: bool(seen))
+        raw.close()
+    # The reply left whole and the TCP connection closes at once: nothing to time out.
+    assert seen == [(State.CLOSING, True)]
+
+
+async def test_wait_closed_cancelled_leaves_the_other_waiters_and_no_callback() -> None:
+    protocol, wire, _ = server_pair()
+    protocol.data_received(handshake())
+    first = asyncio.ensure_future(protocol.wait_closed())
+    second = asyncio.ensure_future(protocol.wait_closed())
+    await asyncio.sleep(0)
+    for _ in range(100):  # waiters given up on (wait_for timeouts) leave nothing behind
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(protocol.wait_closed(), 0)
+    first.cancel()
+    await asyncio.sleep(0)
+    assert len(protocol._callbacks or ()) <= 1
+    wire.end.abort()
+    await asyncio.wait_for(second, TIMEOUT)
+    assert first.cancelled() and protocol.state is State.CLOSED
+    await protocol.wait_closed()  # at once, once closed
