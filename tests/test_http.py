@@ -142,6 +142,8 @@ def test_requests_share_the_strings_they_repeat() -> None:
     assert first.method is second.method and first.version is second.version
     for one, other in zip(first.headers._items, second.headers._items, strict=True):
         assert one is other
+
+
 _PIECES = [b"Host", b"x", b":", b" ", b"\t", b"v", b"\r", b"\n", b"\x00", b"\xe9", b"GET", b"/"]
 _NAME = st.sampled_from([b"Host", b"X-A", b"x-a", b"A B", b"", b"(", b"\xe9", b" Host"])
 _CHARS = [b"v", b" ", b"\t", b"\x00", b"\x01", b"\x7f", b"\xe9", b"\r", b"\n", b":", b"\x80"]
