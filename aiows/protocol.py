@@ -87,8 +87,13 @@ class Receiver(Interface):
     def _receive_ended(self) -> None: ...
 
 
-class Protocol(asyncio.Protocol):
-    """The transport side of one WebSocket connection, server or client."""
+class Protocol(asyncio.BufferedProtocol):
+    """The transport side of one WebSocket connection, server or client.
+
+    A buffered protocol: the socket reads into buffers the :class:`FastReader` owns
+    (:meth:`get_buffer`), so that a large payload is copied once on its way to the
+    application, unmasked from the read buffer into the ``bytes`` handed on.
+    """
 
     __slots__ = (
         "_activity",
@@ -199,7 +204,25 @@ class Protocol(asyncio.Protocol):
             timeout -= self.loop.time() - self._born
         self._start_timer(timeout, self._open_timed_out)
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._reader.space()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        reader = self._reader
+        if not self._fast_read or self._failed:
+            # The handshake, wsproto's turn, or a connection that reads no more.
+            self.data_received(reader.take(nbytes))
+            return
+        self._received += nbytes
+        self.outbox.fresh = True  # the first reply to this may leave at once
+        receiver = self.receiver
+        assert receiver is not None
+        held = reader.buffered
+        rest = reader.advance(nbytes, receiver._receive)
+        self._after_fast_read(held + nbytes, rest)
+
     def data_received(self, data: bytes) -> None:
+        """Read ``data`` (bytes given whole: the handshake's, or a test's)."""
         conn = self._conn
         if conn is None:
             # Refused or failed: what follows the handshake is not read.
@@ -208,21 +231,32 @@ class Protocol(asyncio.Protocol):
             return
         if self._failed or conn.state is ConnectionState.CLOSED:
             return
-        self._received += len(data)
-        self.outbox.fresh = True  # the first reply to this may leave at once
-        receiver = self.receiver
-        assert receiver is not None
         if self._fast_read:
+            self._received += len(data)
+            self.outbox.fresh = True
             reader = self._reader
             held = reader.buffered
-            rest = reader.feed(data, receiver._receive)
-            # The fast path takes whole frames only: bytes gone means frames completed.
-            if (reader.buffered if rest is None else len(rest)) < held + len(data):
-                self._activity = True
-            if rest is None:
-                return
-            data = rest
+            assert self.receiver is not None
+            self._after_fast_read(held + len(data), reader.feed(data, self.receiver._receive))
+            return
+        self._received += len(data)
+        self.outbox.fresh = True
+        self._read_events(conn, data)
+
+    def _after_fast_read(self, had: int, rest: bytes | None) -> None:
+        """The fast reader had ``had`` bytes and left ``rest`` to wsproto (or none)."""
+        # The fast path takes whole frames only: bytes gone means frames completed.
+        if (self._reader.buffered if rest is None else len(rest)) < had:
+            self._activity = True
+        if rest is not None:
             self._fast_read = False
+            assert self._conn is not None
+            self._read_events(self._conn, rest)
+
+    def _read_events(self, conn: Connection, data: bytes) -> None:
+        """Give ``data`` to wsproto and act on the events it yields."""
+        receiver = self.receiver
+        assert receiver is not None
         conn.receive_data(data)
         for event in conn.events():
             if isinstance(event, (TextMessage, BytesMessage)):
