@@ -160,8 +160,10 @@ SCRATCH_SIZE = 2**18
 #: A partial frame longer than this (bytes, header included) gets a buffer of its own,
 #: sized to the frame, that the socket fills without a copy.
 SMALL_FRAME = 2**14
-#: Without ``max_size``, a buffer grows to the frame's length at most this much at once.
-_GROWTH = 2**22
+#: A frame's own buffer is at most this many times the bytes of the frame received so far
+#: (or SMALL_FRAME): a peer that announces a long frame and sends little of it makes us
+#: hold little; it grows (one copy) as the frame arrives.
+AHEAD = 8
 
 #: The largest frame buffer a thread keeps, once its frame is delivered, for the next
 #: large frame of any of its connections (bytes).
@@ -213,10 +215,11 @@ class FastReader:
     read there. Reads land in a scratch buffer the thread's connections share; only a
     partial frame is kept per connection: a small one as a copy, a frame longer than
     :data:`SMALL_FRAME` in a buffer of exactly its length (at most ``max_size`` plus
-    its header), which the socket then fills up to the frame's end and which is
-    dropped once the frame is delivered. Each payload is thus copied once, from the
-    buffer into the ``bytes`` handed on (unmasked on the way); an idle connection
-    keeps no buffer.
+    its header; at most :data:`AHEAD` times what arrived of it so far, so a buffer
+    grows with a frame that trickles in), which the socket then fills up to the
+    frame's end and which is dropped once the frame is delivered. Each payload is
+    thus copied once, from the buffer into the ``bytes`` handed on (unmasked on the
+    way); an idle connection keeps no buffer.
     """
 
     __slots__ = ("_end", "_held", "_limit", "_masked", "_need", "_scratch", "_target")
@@ -318,8 +321,8 @@ class FastReader:
             self._end = held  # in the frame's own buffer already, with room for the rest
         else:
             # The frame's own buffer: its whole length (at most max_size plus its
-            # header), or without max_size, grown with what arrives.
-            size = need if self._limit < 2**63 else min(need, 2 * held + _GROWTH)
+            # header) once enough of it arrived, else a part, grown as it arrives.
+            size = min(need, max(AHEAD * held, SMALL_FRAME))
             buffer = _frame_buffer(size)
             buffer[:held] = memoryview(source)[start:end]
             self._held, self._end = buffer, held
