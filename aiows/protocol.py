@@ -73,6 +73,10 @@ def new_id() -> int:
 #: Bytes per second inside a frame that count as the peer's progress for keepalive.
 PROGRESS_RATE = 2**16
 
+#: A read that completes this many bytes of frames (a large message) yields the next loop
+#: turn to the application before the socket is read again (see ReadGate.yield_turn).
+YIELD_AFTER = 2**18
+
 #: A compressing connection that sent nothing for between one and two of these periods
 #: (seconds) frees its compressor (about 41 KiB with the default windows): the next
 #: message builds a new one, which costs it some CPU and the context of the earlier
@@ -217,9 +221,11 @@ class Protocol(asyncio.BufferedProtocol):
         self.outbox.fresh = True  # the first reply to this may leave at once
         receiver = self.receiver
         assert receiver is not None
-        held = reader.buffered
+        had = reader.buffered + nbytes
         rest = reader.advance(nbytes, receiver._receive)
-        self._after_fast_read(held + nbytes, rest)
+        self._after_fast_read(had, rest)
+        if had >= YIELD_AFTER and not reader.buffered:
+            self.reading.yield_turn()  # the application takes the message(s) first
 
     def data_received(self, data: bytes) -> None:
         """Read ``data`` (bytes given whole: the handshake's, or a test's)."""

@@ -301,3 +301,18 @@ async def test_a_frame_over_max_size_read_through_buffers_closes_with_1009() -> 
     close = wire.written.index(b"\x88")  # the close frame: code 1009
     assert wire.written[close + 2 : close + 4] == b"\x03\xf1"
     assert protocol._reader.capacity == 0
+
+
+async def test_reading_yields_a_loop_turn_to_the_application_after_a_large_read() -> None:
+    """After a read that completed a large message, the socket is read again only in the
+    next loop turn: the application takes the message first (large messages do not pile
+    up in memory ahead of it), and other connections get their turn."""
+    protocol, wire, accepted = server_pair(aiows.Config(ping_interval=None, max_size=2**20))
+    fill(protocol, handshake(), 2**16)
+    fill(protocol, frame(b"small", opcode=2) * 10, 2**20)
+    assert wire.reading  # small messages: read on
+    fill(protocol, frame(b"x" * 2**19, opcode=2), 2**20)
+    assert not wire.reading
+    await asyncio.sleep(0)
+    assert wire.reading
+    assert accepted[0].pending_messages == 11
