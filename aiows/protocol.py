@@ -225,7 +225,7 @@ class Protocol(asyncio.BufferedProtocol):
         rest = reader.advance(nbytes, receiver._receive)
         self._after_fast_read(had, rest)
         if had >= YIELD_AFTER and not reader.buffered:
-            self.reading.yield_turn()  # the application takes the message(s) first
+            self.reading.yield_turn(self.loop)  # the application takes the message(s) first
 
     def data_received(self, data: bytes) -> None:
         """Read ``data`` (bytes given whole: the handshake's, or a test's)."""

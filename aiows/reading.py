@@ -59,7 +59,7 @@ class ReadGate:
             self.held = False
             self._changed(was_paused=True)
 
-    def yield_turn(self) -> None:
+    def yield_turn(self, loop: asyncio.AbstractEventLoop) -> None:
         """Stop reading until the next loop turn: a read just delivered a large message.
 
         uvloop reads a socket until it is empty before anything else runs; without
@@ -70,7 +70,7 @@ class ReadGate:
         if not self.yielding:
             self.yielding = True
             self._changed(was_paused=self.paused or self.held)
-            asyncio.get_running_loop().call_soon(self._turn_over)
+            loop.call_soon(self._turn_over)
 
     def _turn_over(self) -> None:
         self.yielding = False
