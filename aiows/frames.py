@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 
 __all__ = [
     "COMPRESSION_LEVEL",
     "PLAIN",
+    "SCRATCH_SIZE",
+    "SMALL_FRAME",
     "SPEEDUPS",
     "FastReader",
     "encode_frame",
@@ -36,6 +39,8 @@ PLAIN = 0
 #: zlib level for outgoing compressed messages.
 COMPRESSION_LEVEL = 1
 
+_EMPTY = bytearray()  # never written: a reader holding nothing points here
+
 _XOR_TABLES = [bytes(a ^ b for a in range(256)) for b in range(256)]
 
 
@@ -48,7 +53,7 @@ def frame_header(length: int, first: int) -> bytes:
     return _pack_long(first, 127, length)
 
 
-def unmask_python(payload: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+def unmask_python(payload: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
     """Return ``payload`` XORed with the 4-byte masking key ``mask`` (RFC 6455 §5.3).
 
     Masking and unmasking are the same operation. This is the pure-Python path;
@@ -64,7 +69,7 @@ def unmask_python(payload: bytes | bytearray | memoryview, mask: bytes) -> bytes
     return bytes(data)
 
 
-def _load_speedups() -> Callable[[bytes | bytearray | memoryview, bytes], bytes] | None:
+def _load_speedups() -> Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes] | None:
     """Return the compiled ``apply_mask``, or None for pure Python.
 
     ``AIOWS_NO_EXTENSIONS=1`` forces pure Python; so does an install made without a
@@ -149,6 +154,52 @@ def encode_frame_as(data: str | bytes, frame_format: int, threshold: int = 0) ->
     return frame_header(len(body), 0xC0 | op) + body
 
 
+#: The read buffer every connection of a thread shares (bytes): a read lands there
+#: unless a connection is in the middle of a large frame.
+SCRATCH_SIZE = 2**18
+#: A partial frame longer than this (bytes, header included) gets a buffer of its own,
+#: sized to the frame, that the socket fills without a copy.
+SMALL_FRAME = 2**14
+#: A frame's own buffer is at most this many times the bytes of the frame received so far
+#: (or SMALL_FRAME): a peer that announces a long frame and sends little of it makes us
+#: hold little; it grows (one copy) as the frame arrives.
+AHEAD = 8
+
+#: The largest frame buffer a thread keeps, once its frame is delivered, for the next
+#: large frame of any of its connections (bytes).
+SPARE_LIMIT = 2**22
+
+_thread = threading.local()
+
+
+def _shared_scratch() -> bytearray:
+    """The calling thread's scratch buffer (one thread runs one loop: reads never overlap)."""
+    buffer: bytearray | None = getattr(_thread, "scratch", None)
+    if buffer is None:
+        buffer = _thread.scratch = bytearray(SCRATCH_SIZE)
+        _thread.spare = _EMPTY
+    return buffer
+
+
+def _frame_buffer(size: int) -> bytearray:
+    """A buffer of at least ``size`` bytes: the thread's spare one if it is large enough.
+
+    Reusing one keeps the allocator from giving the heap's top back to the system and
+    taking it again, page fault by page fault, for every large message.
+    """
+    spare: bytearray = getattr(_thread, "spare", _EMPTY)
+    if size <= len(spare) <= 2 * size:
+        _thread.spare = _EMPTY
+        return spare
+    return bytearray(size)
+
+
+def _give_back(buffer: bytearray) -> None:
+    """A frame buffer no longer used: the thread keeps the largest, up to SPARE_LIMIT."""
+    if len(getattr(_thread, "spare", _EMPTY)) < len(buffer) <= SPARE_LIMIT:
+        _thread.spare = buffer
+
+
 class FastReader:
     """Reads the plain, final text and binary frames at the front of a byte stream.
 
@@ -157,23 +208,82 @@ class FastReader:
     length's top bit clear, ``max_size``, strict UTF-8) without wsproto's per-frame
     machinery. It stops at the first frame it does not take — a control frame, a
     fragment, anything odd — and hands the bytes from there on back, for wsproto to
-    judge. A partial frame waits in a buffer of at most ``max_size`` bytes plus its
-    header.
+    judge.
+
+    It owns the buffers the socket reads into (``asyncio.BufferedProtocol``):
+    :meth:`space` gives the place for the next read, :meth:`advance` takes the bytes
+    read there. Reads land in a scratch buffer the thread's connections share; only a
+    partial frame is kept per connection: a small one as a copy, a frame longer than
+    :data:`SMALL_FRAME` in a buffer of exactly its length (at most ``max_size`` plus
+    its header; at most :data:`AHEAD` times what arrived of it so far, so a buffer
+    grows with a frame that trickles in), which the socket then fills up to the
+    frame's end and which is dropped once the frame is delivered. Each payload is
+    thus copied once, from the buffer into the ``bytes`` handed on (unmasked on the
+    way); an idle connection keeps no buffer.
     """
 
-    __slots__ = ("_buffer", "_limit", "_masked", "_need")
+    __slots__ = ("_end", "_held", "_limit", "_masked", "_need", "_scratch", "_target")
 
     def __init__(self, *, client: bool, max_size: int | None) -> None:
         #: A server reads masked frames, a client unmasked ones.
         self._masked = 0 if client else 0x80
         self._limit = max_size if max_size is not None else 2**63
-        self._buffer = bytearray()
-        self._need = 0  # the length of the partial frame in the buffer, once known
+        self._scratch = _shared_scratch()
+        # The partial frame kept between reads, at _held[:_end]; _held is either a
+        # copy of it (a small frame) or a buffer of the frame's length.
+        self._held = _EMPTY
+        self._end = 0
+        # The length of the partial frame, header included, once its header is read.
+        self._need = 0
+        # Where the last space() pointed: the scratch or _held.
+        self._target = self._scratch
 
     @property
     def buffered(self) -> int:
         """The bytes of a partial frame held until the rest of it arrives."""
-        return len(self._buffer)
+        return self._end
+
+    @property
+    def capacity(self) -> int:
+        """The bytes this connection's own buffer takes (0 when it holds no partial frame)."""
+        return len(self._held)
+
+    def space(self) -> memoryview:
+        """Return where the next read goes (never empty); :meth:`advance` follows it.
+
+        Inside a large frame, the rest of that frame in its own buffer: a read never
+        runs past the frame's end, so that its buffer is whole when the read completes
+        it. Otherwise the shared scratch buffer, after a copy of the partial frame held.
+        """
+        end = self._end
+        if self._need > SMALL_FRAME:
+            self._target = held = self._held
+            return memoryview(held)[end : min(self._need, len(held))]
+        self._target = scratch = self._scratch
+        if end:
+            scratch[:end] = self._held[:end]
+        return memoryview(scratch)[end:]
+
+    def take(self, nbytes: int) -> bytes:
+        """Return the bytes held and the ``nbytes`` just read into :meth:`space`, as
+        bytes, and keep nothing (for a reader other than this one: wsproto, the handshake)."""
+        data = bytes(memoryview(self._target)[: self._end + nbytes])
+        self._keep(self._target, 0, 0)
+        return data
+
+    def advance(self, nbytes: int, receive: Callable[[str | bytes, bool], object]) -> bytes | None:
+        """Take ``nbytes`` just read into :meth:`space`; see :meth:`feed`."""
+        end = self._end + nbytes
+        target = self._target
+        if target is self._held and end < self._need and end < len(target):
+            self._end = end  # the frame's own buffer is not full: the frame goes on
+            return None
+        pos, rest = self._scan(target, end, receive)
+        if rest is not None:
+            self._keep(target, 0, 0)
+        else:
+            self._keep(target, pos, end)
+        return rest
 
     def feed(
         self, data: bytes | bytearray, receive: Callable[[str | bytes, bool], object]
@@ -184,24 +294,56 @@ class FastReader:
         reader keeps nothing then), or ``None`` when every byte was taken or is kept
         as the start of a frame.
         """
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            if len(buffer) < self._need:
-                return None
-            data = buffer  # parsed in place: no copy of a large partial frame
+        view = memoryview(data)
+        while view:
+            space = self.space()
+            count = min(len(space), len(view))
+            space[:count] = view[:count]
+            space.release()
+            rest = self.advance(count, receive)
+            view = view[count:]
+            if rest is not None:
+                return rest + view.tobytes() if view else rest
+        return None
+
+    def _keep(self, source: bytearray, start: int, end: int) -> None:
+        """Hold ``source[start:end]``, a partial frame (or nothing), until the next read."""
+        held = end - start
+        need = self._need
+        if len(self._held) > SMALL_FRAME and (need <= SMALL_FRAME or source is not self._held):
+            _give_back(self._held)  # its frame is delivered (or handed to wsproto)
+            self._held = _EMPTY
+        if not held:
+            self._held, self._end, self._need = _EMPTY, 0, 0
+        elif need <= SMALL_FRAME:
+            self._held, self._end = source[start:end], held
+        elif source is self._held and start == 0 and (held < len(source) or held == need):
+            self._end = held  # in the frame's own buffer already, with room for the rest
+        else:
+            # The frame's own buffer: its whole length (at most max_size plus its
+            # header) once enough of it arrived, else a part, grown as it arrives.
+            size = min(need, max(AHEAD * held, SMALL_FRAME))
+            buffer = _frame_buffer(size)
+            buffer[:held] = memoryview(source)[start:end]
+            self._held, self._end = buffer, held
+
+    def _scan(
+        self, data: bytearray, size: int, receive: Callable[[str | bytes, bool], object]
+    ) -> tuple[int, bytes | None]:
+        """Deliver the frames complete in ``data[:size]``; return where the first frame not
+        delivered starts and, if wsproto must read from there, those bytes.
+
+        Sets :attr:`_need` to the partial frame's length when its header is complete.
+        """
         masked = self._masked
         limit = self._limit
-        size = len(data)
         pos = 0
         self._need = 0
-        rest: bytes | None = None
         while size - pos >= 2:
             first = data[pos]
             second = data[pos + 1]
             if (first != 0x81 and first != 0x82) or second & 0x80 != masked:
-                rest = bytes(data[pos:])
-                break
+                return pos, bytes(data[pos:size])
             length = second & 0x7F
             start = pos + 2
             if length >= 126:
@@ -211,44 +353,33 @@ class FastReader:
                         break
                     (length,) = _unpack_short(data, pos + 2)
                     if length < 126:
-                        rest = bytes(data[pos:])
-                        break
+                        return pos, bytes(data[pos:size])
                 else:
                     start += 8
                     if size < start:
                         break
                     (length,) = _unpack_long(data, pos + 2)
                     if length < 65536 or length >> 63:
-                        rest = bytes(data[pos:])
-                        break
+                        return pos, bytes(data[pos:size])
             if length > limit:
-                rest = bytes(data[pos:])
-                break
+                return pos, bytes(data[pos:size])
             if masked:
                 start += 4
             end = start + length
             if end > size:
                 self._need = end - pos
                 break
-            # A large payload is viewed in place and copied once, by unmask or bytes().
+            # The payload is viewed in place and copied once, by unmask or bytes().
             view = memoryview(data)[start:end]
-            payload = unmask(view, bytes(data[start - 4 : start])) if masked else bytes(view)
-            del view  # the buffer may be resized below
+            payload = unmask(view, data[start - 4 : start]) if masked else bytes(view)
+            view.release()
             if first == 0x81:
                 try:
                     text = payload.decode()
                 except UnicodeDecodeError:
-                    rest = bytes(data[pos:])  # wsproto fails it with 1007
-                    break
+                    return pos, bytes(data[pos:size])  # wsproto fails it with 1007
                 receive(text, True)
             else:
                 receive(payload, True)
             pos = end
-        if data is buffer:
-            if rest is not None:
-                buffer.clear()
-            else:
-                del buffer[:pos]
-        elif rest is None and pos < size:
-            buffer += memoryview(data)[pos:]
-        return rest
+        return pos, None

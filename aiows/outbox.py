@@ -16,6 +16,10 @@ from collections.abc import Callable
 
 __all__ = ["COALESCE", "Outbox"]
 
+#: ``WriteTransport.writelines``, which joins its parts into one bytes: a transport that
+#: has no writelines() of its own copies a large payload to write it with its header.
+_JOINS = asyncio.WriteTransport.writelines
+
 #: Frames smaller than this wait for the end of the loop turn to be written together.
 COALESCE = 16384
 
@@ -115,9 +119,17 @@ class Outbox:
             self.flush()
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(head)
-            if body:
+            if not body:
+                transport.write(head)
+            elif type(transport).writelines is _JOINS:
+                # Python 3.11's selector transports join what writelines() is given:
+                # a copy of the payload costs more than the header's own write.
+                transport.write(head)
                 transport.write(body)
+            else:
+                # One system call (uvloop, asyncio from 3.12 on): a header written apart
+                # costs a packet, and a wake-up of the peer, of its own.
+                transport.writelines((head, body))
             self.written += len(head) + len(body)
         self.fragmenting = not fin
         if fin and self._frames is not None:

@@ -83,6 +83,10 @@ def new_id() -> int:
 #: Bytes per second inside a frame that count as the peer's progress for keepalive.
 PROGRESS_RATE = 2**16
 
+#: A read that completes this many bytes of frames (a large message) yields the next loop
+#: turn to the application before the socket is read again (see ReadGate.yield_turn).
+YIELD_AFTER = 2**18
+
 #: A compressing connection that compressed nothing for between one and two of these
 #: periods (seconds; control frames do not count) frees its compressor (about 41 KiB
 #: with the default windows): the next message builds a new one, which costs it some
@@ -105,8 +109,13 @@ class Receiver(Interface):
     def _receive_ended(self) -> None: ...
 
 
-class Protocol(asyncio.Protocol):
-    """The transport side of one WebSocket connection, server or client."""
+class Protocol(asyncio.BufferedProtocol):
+    """The transport side of one WebSocket connection, server or client.
+
+    A buffered protocol: the socket reads into buffers the :class:`FastReader` owns
+    (:meth:`get_buffer`), so that a large payload is copied once on its way to the
+    application, unmasked from the read buffer into the ``bytes`` handed on.
+    """
 
     __slots__ = (
         "_activity",
@@ -222,7 +231,27 @@ class Protocol(asyncio.Protocol):
             if self._deadlines is None or not self._deadlines.add(self, deadline):
                 self._start_timer(deadline - self.loop.time(), self._open_timed_out)
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._reader.space()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        reader = self._reader
+        if not self._fast_read or self._failed:
+            # The handshake, wsproto's turn, or a connection that reads no more.
+            self.data_received(reader.take(nbytes))
+            return
+        self._received += nbytes
+        self.outbox.fresh = True  # the first reply to this may leave at once
+        receiver = self.receiver
+        assert receiver is not None
+        had = reader.buffered + nbytes
+        rest = reader.advance(nbytes, receiver._receive)
+        self._after_fast_read(had, rest)
+        if had >= YIELD_AFTER and not reader.buffered:
+            self.reading.yield_turn(self.loop)  # the application takes the message(s) first
+
     def data_received(self, data: bytes) -> None:
+        """Read ``data`` (bytes given whole: the handshake's, or a test's)."""
         conn = self._conn
         if conn is None and self.state is not State.OPEN:
             # Refused, failed, or closed without wsproto: what follows is not read.
@@ -231,26 +260,34 @@ class Protocol(asyncio.Protocol):
             return
         if self._failed or (conn is not None and conn.state is ConnectionState.CLOSED):
             return
-        self._received += len(data)
-        self.outbox.fresh = True  # the first reply to this may leave at once
-        receiver = self.receiver
-        assert receiver is not None
         if self._fast_read:
+            self._received += len(data)
+            self.outbox.fresh = True
             reader = self._reader
             held = reader.buffered
-            rest = reader.feed(data, receiver._receive)
-            # The fast path takes whole frames only: bytes gone means frames completed.
-            if (reader.buffered if rest is None else len(rest)) < held + len(data):
-                self._activity = True
-            if rest is None:
-                return
-            data = rest
+            assert self.receiver is not None
+            self._after_fast_read(held + len(data), reader.feed(data, self.receiver._receive))
+            return
+        self._received += len(data)
+        self.outbox.fresh = True
+        assert conn is not None  # the fast reader stopped: wsproto reads from here on
+        self._read_events(conn, data)
+
+    def _after_fast_read(self, had: int, rest: bytes | None) -> None:
+        """The fast reader had ``had`` bytes and left ``rest`` to wsproto (or none)."""
+        # The fast path takes whole frames only: bytes gone means frames completed.
+        if (self._reader.buffered if rest is None else len(rest)) < had:
+            self._activity = True
+        if rest is not None:
             self._fast_read = False
-            if conn is None:
-                if self._plain_close(data):
-                    return
-                conn = self._wsproto()
-        assert conn is not None  # open and without it, the fast reader reads
+            if self._conn is None and self._plain_close(rest):
+                return
+            self._read_events(self._wsproto(), rest)
+
+    def _read_events(self, conn: Connection, data: bytes) -> None:
+        """Give ``data`` to wsproto and act on the events it yields."""
+        receiver = self.receiver
+        assert receiver is not None
         conn.receive_data(data)
         for event in conn.events():
             if isinstance(event, (TextMessage, BytesMessage)):

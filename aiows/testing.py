@@ -99,8 +99,8 @@ class MemoryTransport(asyncio.Transport):
     @classmethod
     def pair(
         cls,
-        client: asyncio.Protocol,
-        server: asyncio.Protocol,
+        client: asyncio.BaseProtocol,
+        server: asyncio.BaseProtocol,
         client_address: tuple[str, int] = ("127.0.0.1", 50000),
         server_address: tuple[str, int] = ("127.0.0.1", 80),
     ) -> tuple[MemoryTransport, MemoryTransport]:
@@ -198,11 +198,14 @@ class MemoryTransport(asyncio.Transport):
     def _deliver(self) -> None:
         self._scheduled = False
         protocol = self._protocol
-        assert isinstance(protocol, asyncio.Protocol)
+        assert isinstance(protocol, (asyncio.Protocol, asyncio.BufferedProtocol))
         while self._inbox and self._reading and not self._lost:
             data = self._inbox.popleft()
             self._inbox_size -= len(data)
-            protocol.data_received(data)
+            if isinstance(protocol, asyncio.Protocol):
+                protocol.data_received(data)
+            else:
+                _fill(protocol, data)
         peer = self._peer
         if peer is not None and peer._write_paused and self._inbox_size <= peer._low:
             peer._write_paused = False
@@ -221,6 +224,17 @@ class MemoryTransport(asyncio.Transport):
 
 
 # -------------------------------------------------------------------------- server
+
+
+def _fill(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
+    """Hand ``data`` to a buffered protocol as a socket does: into its buffers, in turn."""
+    view = memoryview(data)
+    while view:
+        with memoryview(protocol.get_buffer(len(view))) as buffer:
+            count = min(len(buffer), len(view))
+            buffer[:count] = view[:count]
+        protocol.buffer_updated(count)
+        view = view[count:]
 
 
 def _watched(handler: Handler, errors: list[Exception]) -> Handler:

@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Callable, Iterator
 
 import pytest
-from rawclient import frame
+from rawclient import frame, header_only
 
 from aiows import frames
 from aiows.frames import (
@@ -213,3 +213,94 @@ def test_encode_frame_as_sends_plain_what_deflate_would_not_shrink() -> None:
     assert encode_frame_as(b"x", 15) == encode_frame(b"x")  # deflated it is 3 bytes
     assert encode_frame_as("a" * 100, 12, threshold=101) == encode_frame("a" * 100)
     assert encode_frame_as("a" * 100, 12, threshold=100)[0] == 0xC1
+
+
+# ------------------------------------------------------- the reader's own buffers
+
+
+def read_into(
+    reader: FastReader, data: bytes, most: int
+) -> tuple[list[str | bytes], bytes | None, list[int]]:
+    """Read ``data`` as a socket does: into ``reader.space()``, at most ``most`` bytes at a
+    time; return the messages, the bytes handed back, and the length of every space."""
+    got: list[str | bytes] = []
+    spaces: list[int] = []
+    view = memoryview(data)
+    while view:
+        space = reader.space()
+        spaces.append(len(space))
+        count = min(len(space), len(view), most)
+        space[:count] = view[:count]
+        space.release()
+        rest = reader.advance(count, lambda message, _: got.append(message))
+        view = view[count:]
+        if rest is not None:
+            return got, rest + bytes(view), spaces
+    return got, None, spaces
+
+
+def test_a_large_frame_is_read_into_a_buffer_of_its_size_then_dropped() -> None:
+    reader = FastReader(client=False, max_size=2**20)
+    large = frame(b"L" * 2**20, opcode=2)  # 14 bytes of header: max_size's frame
+    got, rest, _ = read_into(reader, large[:200_000], 2**30)  # one read into the scratch
+    assert got == [] and rest is None
+    # The rest of the frame goes into a buffer of its length, never beyond its end.
+    assert reader.capacity == len(large) == 2**20 + 14
+    assert len(reader.space()) == len(large) - 200_000
+    got, rest, _ = read_into(reader, large[200_000:], 2**30)
+    assert got == [b"L" * 2**20] and rest is None
+    # Delivered: the connection keeps no buffer (an idle connection holds nothing).
+    assert reader.capacity == 0 and reader.buffered == 0
+
+
+def test_reads_stop_at_a_large_frames_end_and_small_frames_share_one_read() -> None:
+    reader = FastReader(client=False, max_size=None)
+    small = [frame(b"s%d" % i) for i in range(50)]
+    large = frame(b"x" * 300_000, opcode=2)  # longer than one read into the scratch
+    data = b"".join(small) + large + b"".join(small) + large
+    got, rest, spaces = read_into(reader, data, 2**30)
+    assert rest is None and reader.buffered == 0 and reader.capacity == 0
+    texts = [f"s{i}" for i in range(50)]
+    assert got == [*texts, b"x" * 300_000, *texts, b"x" * 300_000]
+    # One read for the small frames and the large frame's start, one for its rest.
+    start = frames.SCRATCH_SIZE - len(b"".join(small))
+    assert spaces == [frames.SCRATCH_SIZE, len(large) - start] * 2
+
+
+def test_a_partial_small_frame_is_kept_as_a_copy_of_its_bytes() -> None:
+    reader = FastReader(client=False, max_size=None)
+    data = frame(b"a" * 1000, opcode=2)
+    got, _, _ = read_into(reader, data[:300], 2**30)
+    assert got == [] and reader.buffered == reader.capacity == 300
+    got, _, _ = read_into(reader, data[300:], 7)  # the rest trickles in
+    assert got == [b"a" * 1000] and reader.capacity == 0
+
+
+@pytest.mark.parametrize("max_size", [2**20, None])
+def test_an_announced_length_is_not_allocated_before_its_bytes_arrive(
+    max_size: int | None,
+) -> None:
+    reader = FastReader(client=False, max_size=max_size)
+    got, rest, _ = read_into(reader, header_only(2**20) + b"x" * 100, 2**30)
+    assert got == [] and rest is None and reader.buffered == 14 + 100
+    assert reader.capacity <= max(frames.AHEAD * reader.buffered, frames.SMALL_FRAME)
+    # As the frame trickles in, its buffer grows with it, and the frame arrives whole.
+    for _ in range(2**20 // 2**15 - 1):
+        read_into(reader, b"x" * 2**15, 2**30)
+        assert reader.capacity <= max(frames.AHEAD * reader.buffered, frames.SMALL_FRAME)
+    got, rest, _ = read_into(reader, b"x" * (2**15 - 100), 2**30)
+    assert len(got) == 1 and len(got[0]) == 2**20 and reader.capacity == 0
+
+
+@pytest.mark.parametrize("most", [1, 13, 1000, 2**16 + 3, 2**30])
+def test_any_read_size_delivers_the_same_messages(most: int) -> None:
+    reader = FastReader(client=False, max_size=2**17)
+    messages: list[str | bytes] = ["t", b"", b"b" * 125, b"c" * 126, b"d" * 65536, b"e" * 2**17]
+    data = b"".join(
+        frame(m.encode() if isinstance(m, str) else m, opcode=1 if isinstance(m, str) else 2)
+        for m in messages
+    )
+    ping = frame(b"ping", opcode=0x9)
+    got, rest, _ = read_into(reader, data + ping + data, most)
+    assert got == messages and rest == ping + data
+    assert reader.buffered == 0 and reader.capacity == 0

@@ -342,3 +342,67 @@ async def test_wait_closed_cancelled_leaves_the_other_waiters_and_no_callback() 
     await asyncio.wait_for(second, TIMEOUT)
     assert first.cancelled() and protocol.state is State.CLOSED
     await protocol.wait_closed()  # at once, once closed
+
+
+# ------------------------------------------------------------------ reading
+
+
+def fill(protocol: Protocol, data: bytes, most: int) -> None:
+    """Hand ``data`` to the protocol as a socket does: into get_buffer(), ``most`` bytes at
+    most per read, each followed by buffer_updated()."""
+    view = memoryview(data)
+    while view:
+        with protocol.get_buffer(-1) as space:
+            count = min(len(space), len(view), most)
+            space[:count] = view[:count]
+        protocol.buffer_updated(count)
+        view = view[count:]
+
+
+@pytest.mark.parametrize("most", [1, 7, 1000, 2**16, 2**20])
+async def test_the_socket_reads_into_the_protocols_buffers_from_the_handshake_on(most: int) -> None:
+    """Handshake, data frames of every length encoding and control frames between them,
+    each read cut anywhere: what arrives is what was sent, pings are answered."""
+    assert issubclass(Protocol, asyncio.BufferedProtocol)
+    protocol, wire, accepted = server_pair(aiows.Config(ping_interval=None, max_size=2**20))
+    messages = [b"", "text", b"b" * 126, b"c" * 70_000, b"d" * 2**20, "last"]
+    frames = [
+        frame(m if isinstance(m, bytes) else m.encode(), opcode=2 if isinstance(m, bytes) else 1)
+        for m in messages
+    ]
+    pings = [frame(b"ping%d" % i, opcode=0x9) for i in range(len(frames))]
+    stream = b"".join(p + f for p, f in zip(pings, frames, strict=True))
+    fill(protocol, handshake() + stream, most)
+    assert protocol.state is State.OPEN and accepted
+    ws = accepted[0]
+    assert [await asyncio.wait_for(ws.recv(), TIMEOUT) for _ in messages] == messages
+    await wait_for(lambda: wire.written.count(b"\x8a\x05ping") == len(pings))
+    assert protocol._reader.capacity == 0  # delivered: no buffer kept
+    fill(protocol, frame(b"\x03\xe8", opcode=0x8), most)
+    await wait_for(lambda: protocol.state is State.CLOSED or wire.closing)
+
+
+async def test_a_frame_over_max_size_read_through_buffers_closes_with_1009() -> None:
+    protocol, wire, accepted = server_pair(aiows.Config(ping_interval=None, max_size=1000))
+    fill(protocol, handshake() + frame(b"ok", opcode=2) + frame(b"x" * 1001, opcode=2), 2**16)
+    ws = accepted[0]
+    assert await asyncio.wait_for(ws.recv(), TIMEOUT) == b"ok"
+    await wait_for(lambda: wire.closing)
+    close = wire.written.index(b"\x88")  # the close frame: code 1009
+    assert wire.written[close + 2 : close + 4] == b"\x03\xf1"
+    assert protocol._reader.capacity == 0
+
+
+async def test_reading_yields_a_loop_turn_to_the_application_after_a_large_read() -> None:
+    """After a read that completed a large message, the socket is read again only in the
+    next loop turn: the application takes the message first (large messages do not pile
+    up in memory ahead of it), and other connections get their turn."""
+    protocol, wire, accepted = server_pair(aiows.Config(ping_interval=None, max_size=2**20))
+    fill(protocol, handshake(), 2**16)
+    fill(protocol, frame(b"small", opcode=2) * 10, 2**20)
+    assert wire.reading  # small messages: read on
+    fill(protocol, frame(b"x" * 2**19, opcode=2), 2**20)
+    assert not wire.reading
+    await asyncio.sleep(0)
+    assert wire.reading
+    assert accepted[0].pending_messages == 11
