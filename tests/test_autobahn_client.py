@@ -1,6 +1,7 @@
 """The Autobahn TestSuite's client cases (kosoku as the fuzzing server) against aiows.connect.
 
-The client is ``tests/autobahn.py`` run as a program (see there), once per masking path.
+The client is ``tests/autobahn.py`` run as a program (see there), once per masking path,
+in two passes: the timing cases one at a time, the others a few at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from autobahn import PATHS, check_report, exclusions
+from autobahn import PATHS, check_report, passes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -22,9 +23,10 @@ DRIVER = str(Path(__file__).with_name("autobahn.py"))
 
 
 async def kosoku_server(
-    kosoku: str, outdir: Path, excluded: tuple[str, ...]
+    kosoku: str, outdir: Path, selection: list[str]
 ) -> tuple[asyncio.subprocess.Process, str]:
-    """Start kosoku as the fuzzing server; return it and its address."""
+    """Start kosoku as the fuzzing server for the ``selection`` of cases; return it and
+    its address."""
     process = await asyncio.create_subprocess_exec(
         kosoku,
         "-m",
@@ -32,7 +34,7 @@ async def kosoku_server(
         "127.0.0.1:0",
         "-o",
         str(outdir),
-        *exclusions(excluded),
+        *selection,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -41,6 +43,27 @@ async def kosoku_server(
     match = re.search(r"listening on (ws://\S+)", line)
     assert match, f"kosoku did not start: {line!r}"
     return process, match.group(1)
+
+
+async def run_pass(
+    kosoku: str, outdir: Path, selection: list[str], parallel: int, env: dict[str, str]
+) -> str:
+    """Run the client through one selection of cases; return what the client printed."""
+    process, base = await kosoku_server(kosoku, outdir, selection)
+    try:
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, DRIVER, base, str(parallel), env=env, stdout=asyncio.subprocess.PIPE
+        )
+        ran, _ = await asyncio.wait_for(client.communicate(), 1500)
+        assert client.returncode == 0, ran
+        out, err = await asyncio.wait_for(process.communicate(), 300)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert (outdir / "index.json").exists(), (out + err).decode()[-3000:]
+    assert process.returncode == 0, err.decode()[-3000:]
+    return ran.decode().strip()
 
 
 @pytest.mark.parametrize(("env", "excluded"), PATHS)
@@ -53,21 +76,11 @@ async def test_autobahn_client_conformance(
     kosoku = shutil.which("kosoku") or str(Path(sys.executable).parent / "kosoku")
     if not Path(kosoku).exists():
         pytest.skip("kosoku is not installed (pip install kosoku)")
-    process, base = await kosoku_server(kosoku, tmp_path, excluded)
-    try:
-        started = time.monotonic()
-        client = await asyncio.create_subprocess_exec(
-            sys.executable, DRIVER, base, env=python_env() | env, stdout=asyncio.subprocess.PIPE
-        )
-        ran, _ = await asyncio.wait_for(client.communicate(), 1500)
-        assert client.returncode == 0, ran
-        out, err = await asyncio.wait_for(process.communicate(), 300)
-        elapsed = time.monotonic() - started
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert (tmp_path / "index.json").exists(), (out + err).decode()[-3000:]
-    print(f"Autobahn client ({ran.decode().strip()}) in {elapsed:.0f} s:",
-          check_report(tmp_path, 517 if not excluded else 301))  # fmt: skip
-    assert process.returncode == 0, err.decode()[-3000:]
+    started = time.monotonic()
+    outdirs, ran = [], []
+    for selection, parallel, name in passes(excluded):
+        outdirs.append(tmp_path / name)
+        ran.append(await run_pass(kosoku, outdirs[-1], selection, parallel, python_env() | env))
+    elapsed = time.monotonic() - started
+    print(f"Autobahn client ({'; '.join(ran)}) in {elapsed:.0f} s:",
+          check_report(outdirs, 517 if not excluded else 301))  # fmt: skip
