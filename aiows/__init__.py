@@ -35,6 +35,7 @@ from .exceptions import (
     OpenTimeout,
     PayloadTooBig,
     ProxyError,
+    Unsupported,
 )
 from .history import History, HistoryTooOld, StaleEpoch
 from .http import Headers, Request, Response
@@ -79,6 +80,7 @@ __all__ = [
     "Server",
     "StaleEpoch",
     "State",
+    "Unsupported",
     "WebSocket",
     "__version__",
     "connect",

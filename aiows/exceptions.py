@@ -33,6 +33,7 @@ __all__ = [
     "OpenTimeout",
     "PayloadTooBig",
     "ProxyError",
+    "Unsupported",
 ]
 
 #: Close codes that end a connection cleanly (RFC 6455 §7.4.1).
@@ -132,3 +133,8 @@ class PayloadTooBig(AiowsError):
 
 class ConcurrencyError(AiowsError, RuntimeError):
     """Two coroutines tried to ``recv()`` on the same connection at the same time."""
+
+
+class Unsupported(AiowsError, NotImplementedError):
+    """The transport underneath cannot do this (``ping()`` on an ASGI connection: ASGI
+    has no ping message). Also a ``NotImplementedError``."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from ..connection import Messages
-from ..exceptions import ConcurrencyError, ConnectionClosed
+from ..exceptions import ConcurrencyError, ConnectionClosed, Unsupported
 from ..http import Headers, Request
 from ..message import Message
 from ..protocol import new_id
@@ -228,8 +228,8 @@ class ASGIWebSocket(Messages):
 
     async def ping(self, data: bytes | None = None) -> float:
         """Not available through ASGI, which has no ping message: the server sends its own
-        keepalive pings. Always raises ``NotImplementedError`` (nothing to cancel)."""
-        raise NotImplementedError("ASGI has no ping; the ASGI server keeps the connection alive")
+        keepalive pings. Always raises :class:`~aiows.Unsupported` (nothing to cancel)."""
+        raise Unsupported("ASGI has no ping; the ASGI server keeps the connection alive")
 
     def send_nowait(self, message: Message) -> int:
         """Queue ``message`` for the writer task and return its size in bytes.
