@@ -71,17 +71,23 @@ async def interact(
             config=config,
         )
     except (AiowsError, ValueError) as exc:
-        print(f"error: {exc}", file=err)
+        _say(err, f"error: {exc}")
         return 1
     suffix = f" (subprotocol {ws.subprotocol})" if ws.subprotocol else ""
-    print(f"connected to {uri}{suffix}; Ctrl-D closes", file=err, flush=True)
+    _say(err, f"connected to {uri}{suffix}; Ctrl-D closes")
     printer = asyncio.ensure_future(_print_messages(ws, out))
     await _send_lines(ws, _read_lines(stdin), printer)
     await printer
     await ws.wait_closed()
     code, reason = ws.close_code, ws.close_reason
-    print(f"connection closed: {code}{f' {reason}' if reason else ''}", file=err, flush=True)
+    _say(err, f"connection closed: {code}{f' {reason}' if reason else ''}")
     return 0 if code in (1000, 1001, 1005) else 1
+
+
+def _say(stream: TextIO, line: str) -> None:
+    """Write one line of the terminal session (the command's own output, not a log)."""
+    stream.write(line + "\n")
+    stream.flush()
 
 
 async def _send_lines(
@@ -107,7 +113,7 @@ async def _send_lines(
 async def _print_messages(ws: WebSocket, out: TextIO) -> None:
     try:
         async for message in ws:
-            print(format_message(message), file=out, flush=True)
+            _say(out, format_message(message))
     except ConnectionClosed:
         pass
 
@@ -136,7 +142,7 @@ def main(args: argparse.Namespace, config: Config) -> int:
     for text in args.headers or ():
         name, sep, value = text.partition(":")
         if not sep or not name.strip():
-            print(f"--header {text!r}: expected NAME:VALUE", file=sys.stderr)
+            _say(sys.stderr, f"--header {text!r}: expected NAME:VALUE")
             return 2
         headers.append((name.strip(), value.strip()))
     session = interact(
