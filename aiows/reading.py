@@ -32,15 +32,15 @@ class ReadGate:
 
     def pause(self) -> None:
         """Stop reading: the application's inbox is full."""
-        if not self.paused:
-            self.paused = True
-            self._changed(was_paused=self.held or self.yielding)
+        was = self.stopped
+        self.paused = True
+        self._apply(was)
 
     def resume(self) -> None:
         """Read again, unless pongs wait for the write buffer to drain."""
-        if self.paused:
-            self.paused = False
-            self._changed(was_paused=True)
+        was = self.stopped
+        self.paused = False
+        self._apply(was)
 
     def hold(self) -> None:
         """Stop reading until :meth:`release`: a pong went into a full write buffer.
@@ -49,15 +49,15 @@ class ReadGate:
         reads would make us buffer pongs without end, so nothing more is read from it
         until the buffer drains. Its pongs thus stay under write_limit plus one read's.
         """
-        if not self.held:
-            self.held = True
-            self._changed(was_paused=self.paused or self.yielding)
+        was = self.stopped
+        self.held = True
+        self._apply(was)
 
     def release(self) -> None:
         """The write buffer drained: read again, unless the application is busy."""
-        if self.held:
-            self.held = False
-            self._changed(was_paused=True)
+        was = self.stopped
+        self.held = False
+        self._apply(was)
 
     def yield_turn(self, loop: asyncio.AbstractEventLoop) -> None:
         """Stop reading until the next loop turn: a read just delivered a large message.
@@ -68,20 +68,28 @@ class ReadGate:
         the heap back to the system, which every large message then faults in again.
         """
         if not self.yielding:
+            was = self.stopped
             self.yielding = True
-            self._changed(was_paused=self.paused or self.held)
+            self._apply(was)
             loop.call_soon(self._turn_over)
 
     def _turn_over(self) -> None:
+        was = self.stopped
         self.yielding = False
-        self._changed(was_paused=True)
+        self._apply(was)
 
-    def _changed(self, was_paused: bool) -> None:
-        paused = self.paused or self.held or self.yielding
+    @property
+    def stopped(self) -> bool:
+        """True while reading is stopped, for any of the reasons above."""
+        return self.paused or self.held or self.yielding
+
+    def _apply(self, was_stopped: bool) -> None:
+        """Pause or resume the transport if :attr:`stopped` changed."""
+        stopped = self.stopped
         transport = self.transport
-        if paused is was_paused or transport is None or transport.is_closing():
+        if stopped is was_stopped or transport is None or transport.is_closing():
             return
-        if paused:
+        if stopped:
             transport.pause_reading()
         else:
             transport.resume_reading()
