@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -55,6 +56,14 @@ PARALLEL = 3
 #: The timing cases, run apart, one at a time (see above); how many there are.
 TIMED = ("6.4.*",)
 TIMED_CASES = 4
+
+
+def kosoku() -> str:
+    """Return the path of the kosoku program; skip the test when it is not installed."""
+    path = shutil.which("kosoku") or str(Path(sys.executable).parent / "kosoku")
+    if not Path(path).exists():
+        pytest.skip("kosoku is not installed (pip install kosoku)")
+    return path
 
 
 def exclusions(globs: tuple[str, ...]) -> list[str]:

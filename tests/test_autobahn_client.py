@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from autobahn import PATHS, check_report, passes
+from autobahn import PATHS, check_report, kosoku, passes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -23,12 +22,12 @@ DRIVER = str(Path(__file__).with_name("autobahn.py"))
 
 
 async def kosoku_server(
-    kosoku: str, outdir: Path, selection: list[str]
+    program: str, outdir: Path, selection: list[str]
 ) -> tuple[asyncio.subprocess.Process, str]:
     """Start kosoku as the fuzzing server for the ``selection`` of cases; return it and
     its address."""
     process = await asyncio.create_subprocess_exec(
-        kosoku,
+        program,
         "-m",
         "fuzzingserver",
         "127.0.0.1:0",
@@ -46,10 +45,10 @@ async def kosoku_server(
 
 
 async def run_pass(
-    kosoku: str, outdir: Path, selection: list[str], parallel: int, env: dict[str, str]
+    program: str, outdir: Path, selection: list[str], parallel: int, env: dict[str, str]
 ) -> str:
     """Run the client through one selection of cases; return what the client printed."""
-    process, base = await kosoku_server(kosoku, outdir, selection)
+    process, base = await kosoku_server(program, outdir, selection)
     try:
         client = await asyncio.create_subprocess_exec(
             sys.executable, DRIVER, base, str(parallel), env=env, stdout=asyncio.subprocess.PIPE
@@ -73,14 +72,12 @@ async def test_autobahn_client_conformance(
     env: dict[str, str],
     excluded: tuple[str, ...],
 ) -> None:
-    kosoku = shutil.which("kosoku") or str(Path(sys.executable).parent / "kosoku")
-    if not Path(kosoku).exists():
-        pytest.skip("kosoku is not installed (pip install kosoku)")
+    program = kosoku()
     started = time.monotonic()
     outdirs, ran = [], []
     for selection, parallel, name in passes(excluded):
         outdirs.append(tmp_path / name)
-        ran.append(await run_pass(kosoku, outdirs[-1], selection, parallel, python_env() | env))
+        ran.append(await run_pass(program, outdirs[-1], selection, parallel, python_env() | env))
     elapsed = time.monotonic() - started
     print(f"Autobahn client ({'; '.join(ran)}) in {elapsed:.0f} s:",
           check_report(outdirs, 517 if not excluded else 301))  # fmt: skip
