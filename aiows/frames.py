@@ -26,6 +26,7 @@ __all__ = [
     "encode_masked",
     "encode_parts",
     "frame_header",
+    "scan",
     "unmask",
 ]
 
@@ -69,23 +70,31 @@ def unmask_python(payload: bytes | bytearray | memoryview, mask: bytes | bytearr
     return bytes(data)
 
 
-def _load_speedups() -> Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes] | None:
-    """Return the compiled ``apply_mask``, or None for pure Python.
+Scanner = Callable[
+    [bytes | bytearray, int, int, int, Callable[[str | bytes, bool], object]], tuple[int, int]
+]
+
+
+def _load_speedups() -> tuple[
+    Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes] | None, Scanner | None
+]:
+    """Return the compiled ``apply_mask`` and ``scan_frames``, or Nones for pure Python.
 
     ``AIOWS_NO_EXTENSIONS=1`` forces pure Python; so does an install made without a
     compiler (setup.py builds the extension when it can and never fails without it).
     """
     if os.environ.get("AIOWS_NO_EXTENSIONS"):
-        return None
+        return None, None
     try:
-        from ._speedups import apply_mask
-    except ImportError:
-        return None
-    return apply_mask
+        from ._speedups import apply_mask, scan_frames
+    except ImportError:  # not built, or an older build without scan_frames
+        return None, None
+    return apply_mask, scan_frames
 
 
-_apply_mask = _load_speedups()
-#: True when masking and unmasking run in the C accelerator (``aiows._speedups``).
+_apply_mask, _scan_frames = _load_speedups()
+#: True when masking, unmasking and the fast reader's loop run in the C accelerator
+#: (``aiows._speedups``).
 SPEEDUPS = _apply_mask is not None
 #: XOR a payload with a 4-byte masking key: the C accelerator if in use, else
 #: :func:`unmask_python`; both give the same bytes for any bytes-like payload.
@@ -335,51 +344,77 @@ class FastReader:
 
         Sets :attr:`_need` to the partial frame's length when its header is complete.
         """
-        masked = self._masked
-        limit = self._limit
-        pos = 0
-        self._need = 0
-        while size - pos >= 2:
-            first = data[pos]
-            second = data[pos + 1]
-            if (first != 0x81 and first != 0x82) or second & 0x80 != masked:
-                return pos, bytes(data[pos:size])
-            length = second & 0x7F
-            start = pos + 2
-            if length >= 126:
-                if length == 126:
-                    start += 2
-                    if size < start:
-                        break
-                    (length,) = _unpack_short(data, pos + 2)
-                    if length < 126:
-                        return pos, bytes(data[pos:size])
-                else:
-                    start += 8
-                    if size < start:
-                        break
-                    (length,) = _unpack_long(data, pos + 2)
-                    if length < 65536 or length >> 63:
-                        return pos, bytes(data[pos:size])
-            if length > limit:
-                return pos, bytes(data[pos:size])
-            if masked:
-                start += 4
-            end = start + length
-            if end > size:
-                self._need = end - pos
-                break
-            # The payload is viewed in place and copied once, by unmask or bytes().
-            view = memoryview(data)[start:end]
-            payload = unmask(view, data[start - 4 : start]) if masked else bytes(view)
-            view.release()
-            if first == 0x81:
-                try:
-                    text = payload.decode()
-                except UnicodeDecodeError:
-                    return pos, bytes(data[pos:size])  # wsproto fails it with 1007
-                receive(text, True)
-            else:
-                receive(payload, True)
-            pos = end
+        pos, need = scan(data, size, self._masked, self._limit, receive)
+        if need < 0:
+            self._need = 0
+            return pos, bytes(data[pos:size])
+        self._need = need
         return pos, None
+
+
+def scan_python(
+    data: bytes | bytearray,
+    size: int,
+    masked: int,
+    limit: int,
+    receive: Callable[[str | bytes, bool], object],
+) -> tuple[int, int]:
+    """Deliver the plain final data frames complete in ``data[:size]`` as
+    ``receive(message, True)``, in order; return ``(pos, need)``.
+
+    ``pos`` is where the first frame not delivered starts. ``need`` is -1 if wsproto must
+    read from there (a frame this reader does not take: see :class:`FastReader`, which
+    passes ``masked`` 0x80 for a server, 0 for a client, and ``max_size`` as ``limit``),
+    the frame's whole length if its header arrived, else 0. A frame that is not strict
+    UTF-8 text is left to wsproto, which fails it with 1007. This is the pure-Python
+    path; :data:`scan` is the C accelerator's ``scan_frames`` when it is in use.
+    """
+    pos = 0
+    while size - pos >= 2:
+        first = data[pos]
+        second = data[pos + 1]
+        if (first != 0x81 and first != 0x82) or second & 0x80 != masked:
+            return pos, -1
+        length = second & 0x7F
+        start = pos + 2
+        if length >= 126:
+            if length == 126:
+                start += 2
+                if size < start:
+                    break
+                (length,) = _unpack_short(data, pos + 2)
+                if length < 126:
+                    return pos, -1
+            else:
+                start += 8
+                if size < start:
+                    break
+                (length,) = _unpack_long(data, pos + 2)
+                if length < 65536 or length >> 63:
+                    return pos, -1
+        if length > limit:
+            return pos, -1
+        if masked:
+            start += 4
+        end = start + length
+        if end > size:
+            return pos, end - pos
+        # The payload is viewed in place and copied once, by unmask or bytes().
+        view = memoryview(data)[start:end]
+        payload = unmask(view, data[start - 4 : start]) if masked else bytes(view)
+        view.release()
+        if first == 0x81:
+            try:
+                text = payload.decode()
+            except UnicodeDecodeError:
+                return pos, -1  # wsproto fails it with 1007
+            receive(text, True)
+        else:
+            receive(payload, True)
+        pos = end
+    return pos, 0
+
+
+#: The fast reader's loop: the C accelerator's ``scan_frames`` if in use, else
+#: :func:`scan_python`; both give the same results and calls for any input.
+scan = _scan_frames or scan_python

@@ -24,12 +24,13 @@ from aiows.frames import (
 Unmask = Callable[[bytes | bytearray | memoryview, bytes], bytes]
 
 
-def _implementations() -> dict[str, Unmask | None]:
+def _implementations() -> dict[str, tuple[Unmask, frames.Scanner] | None]:
+    python = (frames.unmask_python, frames.scan_python)
     try:
-        from aiows._speedups import apply_mask
+        from aiows._speedups import apply_mask, scan_frames
     except ImportError:
-        return {"c": None, "python": frames.unmask_python}
-    return {"c": apply_mask, "python": frames.unmask_python}
+        return {"c": None, "python": python}
+    return {"c": (apply_mask, scan_frames), "python": python}
 
 
 @pytest.fixture(autouse=True, params=["c", "python"])
@@ -38,8 +39,9 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
     implementation = _implementations()[request.param]
     if implementation is None:
         pytest.skip("aiows._speedups is not built (see tests/test_speedups.py)")
-    monkeypatch.setattr(frames, "unmask", implementation)
-    yield implementation
+    monkeypatch.setattr(frames, "unmask", implementation[0])
+    monkeypatch.setattr(frames, "scan", implementation[1])
+    yield implementation[0]
 
 
 def read(reader: FastReader, *chunks: bytes) -> tuple[list[str | bytes], bytes | None]:
@@ -204,9 +206,10 @@ def test_the_two_implementations_give_the_same_bytes() -> None:
     c, python = _implementations().values()
     if c is None:
         pytest.skip("aiows._speedups is not built")
+    assert python is not None
     for size in (*range(64), 1000, 1024, 1025, 70000):
         data, key = os.urandom(size), os.urandom(4)
-        assert c(data, key) == python(data, key)
+        assert c[0](data, key) == python[0](data, key)
 
 
 def test_encode_frame_as_sends_plain_what_deflate_would_not_shrink() -> None:

@@ -47,17 +47,17 @@ EXAMPLES = int(os.environ.get("AIOWS_FUZZ_EXAMPLES", "250"))
 
 @pytest.fixture(scope="module", autouse=True, params=["c", "python"])
 def unmask_path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Fuzz both unmask paths, the C accelerator's and pure Python's (module scope:
+    """Fuzz both paths, the C accelerator's and pure Python's (module scope:
     Hypothesis refuses function-scoped fixtures such as monkeypatch)."""
     if request.param == "c" and not frames.SPEEDUPS:
         pytest.skip("aiows._speedups is not built or AIOWS_NO_EXTENSIONS is set")
-    default = frames.unmask
+    default = frames.unmask, frames.scan
     if request.param == "python":
-        frames.unmask = frames.unmask_python
+        frames.unmask, frames.scan = frames.unmask_python, frames.scan_python
     try:
         yield request.param
     finally:
-        frames.unmask = default
+        frames.unmask, frames.scan = default
 
 
 FUZZ = settings(
