@@ -70,6 +70,7 @@ def unmask_python(payload: bytes | bytearray | memoryview, mask: bytes | bytearr
     return bytes(data)
 
 
+#: The signature of :data:`scan`: ``(data, size, masked, limit, receive) -> (pos, need)``.
 Scanner = Callable[
     [bytes | bytearray, int, int, int, Callable[[str | bytes, bool], object]], tuple[int, int]
 ]
@@ -344,9 +345,9 @@ class FastReader:
 
         Sets :attr:`_need` to the partial frame's length when its header is complete.
         """
+        self._need = 0  # as it was if receive raises
         pos, need = scan(data, size, self._masked, self._limit, receive)
         if need < 0:
-            self._need = 0
             return pos, bytes(data[pos:size])
         self._need = need
         return pos, None
