@@ -551,6 +551,8 @@ class BoundedDeflate(PerMessageDeflate):
         bits = self.server_max_window_bits if client else self.client_max_window_bits
         if self.server_no_context_takeover if client else self.client_no_context_takeover:
             return zlib.decompressobj(-bits)  # each message starts afresh
+        if self._window_size:  # built before, freed since
+            HEAP.reused(self._window_size + _INFLATE_STATE)
         self._window_size = size = 1 << bits
         window = b"".join(self._window)[-size:]
         self._window = []
@@ -588,6 +590,8 @@ class BoundedDeflate(PerMessageDeflate):
         # fraction of the CPU for most of the gain on WebSocket traffic, and a small
         # memLevel most of the memory (see benchmarks/deflate_windows.py).
         bits = self.client_max_window_bits if client else self.server_max_window_bits
+        if self._compressor_size:  # built before, freed since
+            HEAP.reused(self._compressor_size)
         self._compressor_size = (1 << bits + 2) + (1 << self.mem_level + 9) + _DEFLATE_STATE
         return zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, -bits, self.mem_level)
 

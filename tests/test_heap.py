@@ -9,10 +9,13 @@ import platform
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import pytest
+from rawclient import frame
 
-from aiows.heap import Heap, malloc_trim
+from aiows.adapter import BoundedDeflate, TextMessage, new_connection, release_idle
+from aiows.heap import HEAP, Heap, malloc_trim
 
 GLIBC = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
 
@@ -168,3 +171,59 @@ def test_malloc_trim_is_found_on_glibc_and_turned_off_by_the_environment(
         trim()  # the real one: harmless
     monkeypatch.setenv("AIOWS_NO_MALLOC_TRIM", "1")
     assert malloc_trim() is None
+
+
+def test_the_interval_doubles_while_freed_memory_is_taken_again() -> None:
+    """Connections that rebuild their compressors soon after each trim would fault
+    the handed-back pages in again and again: trims grow rarer, then frequent again
+    once nothing was taken again for max_interval seconds."""
+    clock = Clock()
+    heap, calls = counting_heap(clock, min_freed=100, min_interval=1, max_interval=4)
+    intervals = []
+    for _ in range(4):
+        heap.freed(100)
+        heap.reused(100)  # rebuilt before the next trim
+        intervals.append(heap.interval)
+        clock.now += heap.interval
+    assert intervals == [1, 2, 4, 4]  # the first trim had nothing taken again before it
+    assert len(calls) == 4
+
+
+def test_the_interval_falls_back_after_max_interval_without_reuse() -> None:
+    clock = Clock()
+    heap, calls = counting_heap(clock, min_freed=100, min_interval=1, max_interval=4)
+    heap.freed(100)
+    heap.reused(100)  # at 1000
+    clock.now += 1
+    heap.freed(100)
+    assert heap.interval == 2
+    clock.now += 2
+    heap.freed(100)  # nothing taken again since the last trim, but 3 s ago: kept
+    assert heap.interval == 2
+    clock.now += 2
+    heap.freed(100)  # nothing taken again for 5 s
+    assert heap.interval == 1 and len(calls) == 4
+
+
+def test_a_rebuilt_compressor_and_inflater_count_as_reused() -> None:
+    """What tells HEAP that released zlib state is taken again: the rebuilds."""
+    deflate = BoundedDeflate(None, server_max_window_bits=12, mem_level=5)
+    deflate.accept("permessage-deflate; client_max_window_bits=12")
+    conn = new_connection(False, [deflate], None)
+    peer = zlib.compressobj(6, zlib.DEFLATED, -12)
+
+    def exchange() -> None:
+        data = (peer.compress(b"hello " * 50) + peer.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        conn.receive_data(frame(data, opcode=1, rsv=4))
+        assert len(list(conn.events())) == 1
+        conn.send(TextMessage(data="hello " * 50))
+
+    exchange()
+    before = HEAP.reused_bytes
+    exchange()  # nothing was released: nothing rebuilt
+    assert HEAP.reused_bytes == before
+    assert release_idle([deflate]) and not release_idle([deflate])
+    before = HEAP.reused_bytes
+    exchange()
+    # 12-bit windows, memLevel 5: 38 KiB of compressor, 11 KiB of inflater.
+    assert HEAP.reused_bytes - before == 38 * 1024 + 11 * 1024
