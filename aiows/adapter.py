@@ -36,6 +36,7 @@ from wsproto.frame_protocol import (
 )
 
 from .frames import COMPRESSION_LEVEL, PLAIN
+from .heap import HEAP
 
 if TYPE_CHECKING:
     from wsproto.frame_protocol import FrameDecoder, FrameProtocol
@@ -62,6 +63,9 @@ __all__ = [
 
 _NO_RSV = RsvBits(False, False, False)
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"
+# zlib's state beside its windows and hash tables, roughly (see BoundedDeflate).
+_DEFLATE_STATE = 6 * 1024
+_INFLATE_STATE = 7 * 1024
 
 
 class _Events(list[Event]):
@@ -306,6 +310,7 @@ class BoundedDeflate(PerMessageDeflate):
         # Since the last release_idle(): a message was inflated, a frame compressed.
         self._inflated = False
         self._deflated = False
+        self._compressor_size = 0  # bytes of zlib state, roughly, once one is built
 
     # ------------------------------------------------------------------ negotiation
 
@@ -490,10 +495,15 @@ class BoundedDeflate(PerMessageDeflate):
         """
         deflated, self._deflated = self._deflated, False
         inflated, self._inflated = self._inflated, False
-        if not deflated:
-            self.release_compressor()
-        if not inflated:
-            self.release_decompressor()
+        freed = 0
+        if not deflated and self.release_compressor():
+            freed += self._compressor_size
+        if not inflated and self.release_decompressor():
+            freed += self._window_size + _INFLATE_STATE
+        if freed:
+            # zlib's state was malloc'd between live objects: without a trim the heap
+            # keeps its pages (see aiows.heap).
+            HEAP.freed(freed)
         return self._compressor is not None or self._decompressor is not None
 
     def release_compressor(self) -> bool:
@@ -541,6 +551,8 @@ class BoundedDeflate(PerMessageDeflate):
         bits = self.server_max_window_bits if client else self.client_max_window_bits
         if self.server_no_context_takeover if client else self.client_no_context_takeover:
             return zlib.decompressobj(-bits)  # each message starts afresh
+        if self._window_size:  # built before, freed since
+            HEAP.reused(self._window_size + _INFLATE_STATE)
         self._window_size = size = 1 << bits
         window = b"".join(self._window)[-size:]
         self._window = []
@@ -578,6 +590,9 @@ class BoundedDeflate(PerMessageDeflate):
         # fraction of the CPU for most of the gain on WebSocket traffic, and a small
         # memLevel most of the memory (see benchmarks/deflate_windows.py).
         bits = self.client_max_window_bits if client else self.server_max_window_bits
+        if self._compressor_size:  # built before, freed since
+            HEAP.reused(self._compressor_size)
+        self._compressor_size = (1 << bits + 2) + (1 << self.mem_level + 9) + _DEFLATE_STATE
         return zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, -bits, self.mem_level)
 
     def _inflate(self, data: bytes) -> bytes | CloseReason:

@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "aiows.loop",
             "aiows.version",
             "aiows.state",
+            "aiows.heap",
         },
     ),
     ("http", {"aiows.http"}),
