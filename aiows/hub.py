@@ -38,10 +38,10 @@ from typing import TypeVar
 
 from . import backends
 from .backends import Backend
-from .frames import encode_frame_as
+from .frames import PLAIN, encode_frame_as
 from .history import Envelope, History
 from .hubstats import HubStats, percentile
-from .member import Member
+from .member import Member, compression_threshold
 from .message import Message
 from .presence import Listeners, Presence
 from .replay import Link, Resumes
@@ -92,6 +92,9 @@ class Hub:
         self._slow = SlowConsumers(policy, buffer_limit, slow_close_code)
         self.name = name if name is not None else f"hub{next(_names)}"
         self._everyone: dict[Member, set[str]] = {}
+        # The members with a compression threshold (read once, at join): a message
+        # shorter than it goes to them as a plain frame even where frames are compressed.
+        self._thresholds: dict[Member, int] = {}
         self._groups: dict[str, dict[Member, None]] = {}
         self._histories: dict[str, History] = {}
         self._listeners = Listeners()
@@ -143,6 +146,9 @@ class Hub:
         mine = self._everyone.get(ws)
         if mine is None:
             mine = self._everyone[ws] = set()
+            threshold = compression_threshold(ws)
+            if threshold:
+                self._thresholds[ws] = threshold
             ws.on_closed(lambda: self.remove(ws))
         for group in groups:
             if group in mine:
@@ -168,6 +174,7 @@ class Hub:
     def remove(self, ws: Member) -> None:
         """Remove ``ws`` from the hub and from every group."""
         groups = self._everyone.pop(ws, None)
+        self._thresholds.pop(ws, None)
         self._slow.forget(ws)
         self._resuming.pop(ws, None)
         for group in groups or ():
@@ -298,6 +305,8 @@ class Hub:
         limit = self._slow.limit
         dirty = self._dirty
         resuming = self._resuming if group is not None else None
+        thresholds = self._thresholds
+        size = -1  # the message's payload bytes, counted when a threshold needs them
         reached = sent_bytes = 0
         open_ = State.OPEN
         for ws in tuple(members):
@@ -319,6 +328,11 @@ class Hub:
                 self._encoded += 1
                 reached += 1
                 continue
+            if frame_format and thresholds and ws in thresholds:
+                if size < 0:
+                    size = _payload_size(message)
+                if size < thresholds[ws]:
+                    frame_format = PLAIN  # as the member's own send would send it
             frame = frames.get(frame_format)
             if frame is None:
                 frame = frames[frame_format] = encode_frame_as(message, frame_format)
@@ -340,7 +354,8 @@ class Hub:
         if frame_format is None:
             size = ws.send_nowait(message)
         else:
-            frame = encode_frame_as(message, frame_format)
+            threshold = self._thresholds.get(ws, 0) if frame_format else 0
+            frame = encode_frame_as(message, frame_format, threshold)
             if ws.queue_frame(frame):
                 self._dirty.append(ws)
             size = len(frame)
@@ -547,6 +562,13 @@ class Hub:
             latency_p90=percentile(latencies, 0.9),
             latency_p99=percentile(latencies, 0.99),
         )
+
+
+def _payload_size(message: Message) -> int:
+    """Return the bytes ``message`` takes in a frame (UTF-8 for text)."""
+    if isinstance(message, str) and not message.isascii():
+        return len(message.encode())
+    return len(message)
 
 
 def _as_set(exclude: Member | Iterable[Member] | None) -> set[Member] | tuple[()]:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .message import Message
     from .state import State
 
-__all__ = ["Member"]
+__all__ = ["Member", "compression_threshold"]
 
 
 class Member(Protocol):
@@ -37,6 +37,11 @@ class Member(Protocol):
     member builds and writes its frame itself. Ending: :meth:`close_nowait`,
     :meth:`abort`, :meth:`on_closed`. The hub sends nothing to a member that is not
     ``OPEN``.
+
+    Optional: ``compression_threshold`` (``int | None``), read once when the member
+    joins. A member of a compressed :attr:`frame_format` gets a message shorter than that
+    many bytes (encoded) as a plain frame, as its own ``send`` would send it; absent or
+    ``None``, every message is compressed (see :func:`compression_threshold`).
 
     Every method returns at once except :meth:`drain`, :meth:`send` and :meth:`close`
     (which the application uses, never the hub); none may call back into the hub.
@@ -138,3 +143,14 @@ class Member(Protocol):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection, as :meth:`aiows.WebSocket.close` does."""
         ...
+
+
+def compression_threshold(ws: Member) -> int:
+    """Return the bytes under which ``ws`` wants a message sent uncompressed (0: none).
+
+    The optional ``compression_threshold`` member of :class:`Member` (``None`` or absent:
+    0). It matters only for a member whose :attr:`~Member.frame_format` is a deflate
+    window: a plain frame is valid there too (RFC 7692 §6, RSV1 clear).
+    """
+    threshold = getattr(ws, "compression_threshold", None)
+    return threshold if isinstance(threshold, int) and threshold > 0 else 0

@@ -238,13 +238,18 @@ class Inbox:
         return {"type": "websocket.disconnect", "code": 1005 if self.accepted else 1006}
 
 
-class UvicornWebSocket(asyncio.Protocol):
+class UvicornWebSocket(asyncio.BufferedProtocol):
     """uvicorn's WebSocket protocol class, on aiows: pass it as ``ws=``.
 
     ``uvicorn.run(app, ws=UvicornWebSocket)``, ``uvicorn.Config(app, ws=...)``, or
     ``--ws aiows.uvicorn:UvicornWebSocket``. uvicorn creates one per upgraded connection.
     Its limits come from uvicorn's ``ws_*`` options; for aiows's other
     :class:`~aiows.Config` fields use :meth:`configured`.
+
+    uvicorn gives it the request head with :meth:`data_received`, then the transport
+    (``transport.set_protocol``); from then on the socket reads into the buffers of the
+    aiows protocol (``get_buffer``/``buffer_updated``, on asyncio's and uvloop's
+    transports alike), as on aiows's own server: no ``bytes`` object per read.
     """
 
     #: :class:`~aiows.Config` fields over those uvicorn's options give (see :meth:`configured`).
@@ -288,8 +293,11 @@ class UvicornWebSocket(asyncio.Protocol):
         self.protocol = protocol = Protocol(made, on_request=self._on_request)
         self.inbox = protocol.receiver = Inbox(protocol)
         protocol.on_closed(self._closed)
-        # The transport calls the aiows protocol directly: no extra call per read.
-        self.data_received = protocol.data_received  # type: ignore[method-assign]
+        # The transport calls the aiows protocol directly: no extra call per read. (uvloop
+        # takes the two bound methods when uvicorn calls set_protocol; asyncio looks
+        # them up on each read.)
+        self.get_buffer = protocol.get_buffer  # type: ignore[method-assign]
+        self.buffer_updated = protocol.buffer_updated  # type: ignore[method-assign]
         self.eof_received = protocol.eof_received  # type: ignore[method-assign]
         self.pause_writing = protocol.pause_writing  # type: ignore[method-assign]
         self.resume_writing = protocol.resume_writing  # type: ignore[method-assign]
@@ -309,6 +317,14 @@ class UvicornWebSocket(asyncio.Protocol):
         self.client = get_remote_addr(transport)
         self.scheme = "wss" if is_ssl(transport) else "ws"
         self.protocol.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn hands over the request head it parsed (once, before ``set_protocol``).
+
+        Also the way in for bytes from a transport that cannot fill a buffer: the
+        aiows protocol reads them whole.
+        """
+        self.protocol.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The TCP connection is closed: the application's ``receive`` says so next."""

@@ -14,15 +14,16 @@ import asyncio
 import json
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import textwrap
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import websocket
@@ -444,6 +445,162 @@ async def test_native_adoption_joins_a_hub_with_shared_frames(engine: Any) -> No
         assert [ws.frame_format for ws in adopted] == [PLAIN, PLAIN]
     else:
         assert adopted == [None, None]
+
+
+# ------------------------------------------------------------------------ reading
+
+LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+
+
+@asynccontextmanager
+async def uvicorn_thread(app: Any, loop: str, **config: Any) -> AsyncIterator[Any]:
+    """Run a real uvicorn ``Server`` in a thread of its own, on the event loop it makes
+    for ``loop=`` (``"asyncio"`` or ``"uvloop"``), as ``uvicorn.run`` does; yield it."""
+    import uvicorn
+
+    options = {"lifespan": "off", "log_level": "warning", "loop": loop, **config}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, **options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while not server.started:
+                assert thread.is_alive(), "uvicorn did not start"
+                await asyncio.sleep(0.01)
+        yield server
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 3 * TIMEOUT)
+        assert not thread.is_alive()
+
+
+class Counting(UvicornWebSocket):
+    """The aiows engine, counting how the transport hands it the bytes it reads."""
+
+    calls: ClassVar[Counter[str]] = Counter()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("data_received", "get_buffer", "buffer_updated"):
+            inner = getattr(self, name, None)
+            if inner is not None:
+                setattr(self, name, self._counted(name, inner))
+
+    @classmethod
+    def _counted(cls, name: str, inner: Any) -> Any:
+        def counted(*args: Any) -> Any:
+            cls.calls[name] += 1
+            return inner(*args)
+
+        return counted
+
+
+def echo_on(loops: list[str]) -> Any:
+    """An ASGI echo app that notes the module of the loop it runs on."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        loops.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (event := await receive())["type"] == "websocket.receive":
+            await send(
+                {"type": "websocket.send", "bytes": event.get("bytes"), "text": event.get("text")}
+            )
+
+    return app
+
+
+@LOOPS
+async def test_reads_go_into_aiows_buffers_on_both_loops(loop: str) -> None:
+    # uvicorn feeds the request head with data_received(); from then on the transport
+    # reads into the buffers the aiows protocol owns (get_buffer/buffer_updated).
+    Counting.calls.clear()
+    loops: list[str] = []
+    options = {"ws": Counting, "ws_max_size": 2**23, "ws_per_message_deflate": False}
+    async with uvicorn_thread(echo_on(loops), loop, **options) as server:
+        uri = f"ws://127.0.0.1:{port_of(server)}/"
+        async with websockets.connect(uri, max_size=None, compression=None) as client:
+            await client.send("héllo")
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == "héllo"
+            large = bytes(range(256)) * (3 * 2**12 + 1)  # 3 MiB and a bit
+            await client.send(large)
+            assert await asyncio.wait_for(client.recv(), 3 * TIMEOUT) == large
+            small = [f"{n}" * (n % 50) for n in range(500)]
+            for message in small:
+                await client.send(message)
+            assert [await asyncio.wait_for(client.recv(), TIMEOUT) for _ in small] == small
+    assert loops == [loop]
+    assert Counting.calls["data_received"] == 1  # the head, once
+    # At least one read for each of the three sends that waited for their echoes.
+    assert Counting.calls["buffer_updated"] >= 3
+    assert Counting.calls["get_buffer"] >= Counting.calls["buffer_updated"]
+
+
+@LOOPS
+async def test_tls_reads_go_into_aiows_buffers_too(loop: str, tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    pem = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    Counting.calls.clear()
+    loops: list[str] = []
+    options = {"ws": Counting, "ssl_certfile": str(pem), "ws_per_message_deflate": False}
+    async with uvicorn_thread(echo_on(loops), loop, **options) as server:
+        uri = f"wss://127.0.0.1:{port_of(server)}/"
+        async with websockets.connect(uri, ssl=context, max_size=None) as client:
+            large = bytes(range(256)) * 2**12  # 1 MiB
+            await client.send(large)
+            assert await asyncio.wait_for(client.recv(), 3 * TIMEOUT) == large
+            await client.send("and a small one")
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == "and a small one"
+    assert loops == [loop]
+    assert Counting.calls["data_received"] == 1 and Counting.calls["buffer_updated"] >= 2
+
+
+@LOOPS
+async def test_bytes_sent_with_the_request_as_uvicorns_engines(loop: str) -> None:
+    # A frame in the same write as the request (RFC 6455 §4.1 says a client waits for
+    # the answer first): uvicorn's HTTP parser holds those bytes and hands over the
+    # request alone, for every engine; a frame sent after the answer is read either way.
+    outcomes = []
+    for engine in ["websockets-sansio", Counting]:
+        loops: list[str] = []
+        async with uvicorn_thread(echo_on(loops), loop, ws=engine) as server:
+            raw = await RawClient.connect(port_of(server), handshake() + frame(b"early"))
+            assert await raw.read_status() == 101
+            raw.send(frame(b"late"))
+            outcomes.append((await raw.read_data_frame()).payload)
+            raw.close()
+        assert loops == [loop]
+    assert outcomes[0] in (b"early", b"late") and outcomes[1] == outcomes[0]
+
+
+@LOOPS
+async def test_bytes_before_the_accept_wait_for_it(loop: str) -> None:
+    # Frames sent after the request and before the application accepts (the protocol
+    # reads no more until then) are read through the aiows buffers once it has accepted.
+    Counting.calls.clear()
+    go = threading.Event()
+
+    async def late_accept(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await asyncio.to_thread(go.wait, TIMEOUT)
+        await send({"type": "websocket.accept"})
+        while (event := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "bytes": event["bytes"]})
+
+    async with uvicorn_thread(late_accept, loop, ws=Counting) as server:
+        raw = await RawClient.connect(port_of(server), handshake())
+        await wait_for(lambda: Counting.calls["data_received"] == 1)
+        payload = b"before the accept" * 10000
+        raw.send(frame(payload, opcode=0x2) + frame(b"and one more", opcode=0x2))
+        go.set()
+        assert await raw.read_status() == 101
+        assert (await raw.read_data_frame()).payload == payload
+        assert (await raw.read_data_frame()).payload == b"and one more"
+        raw.close()
 
 
 # ------------------------------------------------------------------------ flow control
