@@ -78,7 +78,7 @@ class WebSocket(Messages):
         #: The HTTP request that opened the connection (server side), or ``None``.
         self.request = request
         self._inbox: deque[Message] | None = None  # made on the first message
-        # The future a waiting recv() awaits (see _arrival).
+        # The future a waiting recv() awaits, dropped once it has its message.
         self._waiter: asyncio.Future[Message | None] | None = None
         # A fragmented message being assembled.
         self._parts: Fragments | None = None
@@ -156,13 +156,21 @@ class WebSocket(Messages):
         """
         if self._inbox:
             return self._take()
-        waiter = self._arrival()
+        # A future, not a coroutine, is awaited: a waiting connection holds one
+        # coroutine fewer (about 200 bytes for each idle connection). The message is
+        # its result (or None: none will come, and _take() raises how it closed).
+        protocol = self._protocol
+        if self._waiter is not None or protocol.state is not _OPEN:
+            self._may_wait()
+        # Empty (as it is when recv() waits), the inbox goes: an empty deque costs 760
+        # bytes on every idle connection.
+        self._inbox = None
+        waiter = self._waiter = protocol.loop.create_future()
         try:
             message = await waiter
         except BaseException:
             self._keep(waiter)
             raise
-        # None: no message will come; _take() raises how the connection closed.
         return self._take() if message is None else message
 
     async def __anext__(self) -> Message:
@@ -170,7 +178,11 @@ class WebSocket(Messages):
         try:
             if self._inbox:
                 return self._take()
-            waiter = self._arrival()
+            protocol = self._protocol
+            if self._waiter is not None or protocol.state is not _OPEN:
+                self._may_wait()
+            self._inbox = None
+            waiter = self._waiter = protocol.loop.create_future()
             try:
                 message = await waiter
             except BaseException:
@@ -180,26 +192,15 @@ class WebSocket(Messages):
         except ConnectionClosedOK:
             raise StopAsyncIteration from None
 
-    def _arrival(self) -> asyncio.Future[Message | None]:
-        """The future to await for a message; it resolves with the next message, or with
-        ``None`` when none will come (:meth:`_take` then raises how the connection closed).
-
-        A future, not a coroutine: a waiting connection holds one coroutine fewer
-        (about 200 bytes for each idle connection). The message itself is the future's
-        result: no inbox is made for it. Raises how the connection closed when it cannot
-        wait, :class:`ConcurrencyError` when another coroutine waits.
-        """
+    def _may_wait(self) -> None:
+        """Raise how the connection closed when no message can come, or
+        :class:`ConcurrencyError` when another coroutine waits for one."""
         protocol = self._protocol
-        if protocol.state is not _OPEN and not protocol.receiving:
+        if not protocol.receiving:
             raise protocol.closed_error()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             raise ConcurrencyError("another coroutine is already waiting for a message")
-        # Empty (as it is when recv() waits), the inbox goes: an empty deque costs 760
-        # bytes on every idle connection.
-        self._inbox = None
-        waiter = self._waiter = protocol.loop.create_future()
-        return waiter
 
     def _keep(self, waiter: asyncio.Future[Message | None]) -> None:
         """A waiting recv() was interrupted (cancelled): a message that had reached its
@@ -234,9 +235,11 @@ class WebSocket(Messages):
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            if not waiter.done():  # else its recv() was cancelled
+            try:
                 waiter.set_result(data)
                 return
+            except asyncio.InvalidStateError:
+                pass  # its recv() was cancelled
         self._queue(data)
 
     def _queue(self, message: Message, front: bool = False) -> None:
