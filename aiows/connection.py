@@ -262,7 +262,8 @@ class WebSocket(Messages):
 
     @property
     def pending_messages(self) -> int:
-        """The number of messages received and not yet returned by ``recv()``."""
+        """The number of messages received and not yet taken: those in the inbox (a
+        message handed to a ``recv()`` that waits for it is that ``recv()``'s)."""
         return len(self._inbox) if self._inbox is not None else 0
 
     # ---------------------------------------------------------------------- sending
