@@ -154,8 +154,12 @@ class WebSocket(Messages):
         is never lost by cancelling. Raises :class:`~aiows.ConcurrencyError` when another
         coroutine is already waiting in ``recv()``.
         """
-        if self._inbox:
-            return self._take()
+        inbox = self._inbox
+        if inbox:
+            message = inbox.popleft()
+            if self._throttled and len(inbox) <= self._low_water:
+                self._resume()
+            return message
         # A future, not a coroutine, is awaited: a waiting connection holds one
         # coroutine fewer (about 200 bytes for each idle connection). The message is
         # its result (or None: none will come, and _take() raises how it closed).
@@ -176,8 +180,12 @@ class WebSocket(Messages):
     async def __anext__(self) -> Message:
         # recv() again, without its coroutine: one less per message on the hot path.
         try:
-            if self._inbox:
-                return self._take()
+            inbox = self._inbox
+            if inbox:  # _take(), inline: once per message of a burst
+                message = inbox.popleft()
+                if self._throttled and len(inbox) <= self._low_water:
+                    self._resume()
+                return message
             protocol = self._protocol
             if self._waiter is not None or protocol.state is not _OPEN:
                 self._may_wait()
@@ -208,7 +216,12 @@ class WebSocket(Messages):
         if waiter.done() and not waiter.cancelled():
             message = waiter.result()
             if message is not None:
-                self._queue(message, front=True)
+                inbox = self._inbox
+                if inbox is None:
+                    inbox = self._inbox = deque()
+                inbox.appendleft(message)
+                if len(inbox) >= self._max_queue:
+                    self._pause()
 
     def _take(self) -> Message:
         """The next message of the inbox; reading resumes below low water. Raises how
@@ -218,9 +231,13 @@ class WebSocket(Messages):
             raise self._protocol.closed_error()
         message = inbox.popleft()
         if self._throttled and len(inbox) <= self._low_water:
-            self._throttled = False
-            self._protocol.reading.resume()
+            self._resume()
         return message
+
+    def _resume(self) -> None:
+        """The inbox is below low water: read from the socket again."""
+        self._throttled = False
+        self._protocol.reading.resume()
 
     def _receive(self, data: Message, finished: bool) -> None:
         # Called by the protocol for every fragment, in order. Text fragments come
@@ -240,18 +257,16 @@ class WebSocket(Messages):
                 return
             except asyncio.InvalidStateError:
                 pass  # its recv() was cancelled
-        self._queue(data)
-
-    def _queue(self, message: Message, front: bool = False) -> None:
-        """Put ``message`` in the inbox; reading pauses once it holds ``max_queue``."""
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = deque()
-        if front:
-            inbox.appendleft(message)
-        else:
-            inbox.append(message)
-        if len(inbox) >= self._max_queue and not self._throttled:
+        inbox.append(data)
+        if len(inbox) >= self._max_queue:
+            self._pause()
+
+    def _pause(self) -> None:
+        """The inbox holds ``max_queue`` messages (or more): stop reading from the socket."""
+        if not self._throttled:
             self._throttled = True
             self._protocol.reading.pause()
 

@@ -52,13 +52,19 @@ def open_socket(port: int) -> socket.socket:
     return sock
 
 
+#: Messages sent together in one write per round trip (``--burst``), as in scenario B.
+BURST = 1
+
+
 def round_trips(sock: socket.socket, count: int) -> None:
-    """Send one message and read its echo, ``count`` times."""
+    """Send :data:`BURST` messages and read their echoes, ``count`` times."""
+    frames = FRAME * BURST
+    answer = ANSWER * BURST
     for _ in range(count):
-        sock.sendall(FRAME)
+        sock.sendall(frames)
         got = 0
-        while got < ANSWER:
-            got += len(sock.recv(4096))
+        while got < answer:
+            got += len(sock.recv(65536))
 
 
 async def server_cpu(name: str, count: int, runs: int) -> list[float]:
@@ -137,9 +143,11 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--pin", help="SERVER_CPU,CLIENT_CPU, e.g. 1,0")
+    parser.add_argument("--burst", type=int, default=1, help="messages per round trip")
     args = parser.parse_args()
+    global BURST, PIN
+    BURST = args.burst
     if args.pin:
-        global PIN
         server_cpu_id, client_cpu_id = (int(cpu) for cpu in args.pin.split(","))
         PIN = (server_cpu_id, client_cpu_id)
     if args.profile:
