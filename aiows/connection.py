@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Message", "WebSocket"]
 
+_OPEN = State.OPEN
+
 
 class Messages(abc.ABC):
     """``async for message in ws``: each message until a 1000/1001 close ends the loop
@@ -76,7 +78,8 @@ class WebSocket(Messages):
         #: The HTTP request that opened the connection (server side), or ``None``.
         self.request = request
         self._inbox: deque[Message] | None = None  # made on the first message
-        self._waiter: asyncio.Future[None] | None = None
+        # The future a waiting recv() awaits, dropped once it has its message.
+        self._waiter: asyncio.Future[Message | None] | None = None
         # A fragmented message being assembled.
         self._parts: Fragments | None = None
         self._max_queue = protocol.config.max_queue
@@ -151,37 +154,74 @@ class WebSocket(Messages):
         is never lost by cancelling. Raises :class:`~aiows.ConcurrencyError` when another
         coroutine is already waiting in ``recv()``.
         """
-        if not self._inbox:
-            await self._arrival()
-        return self._take()
+        inbox = self._inbox
+        if inbox:
+            message = inbox.popleft()
+            if self._throttled and len(inbox) <= self._low_water:
+                self._resume()
+            return message
+        # A future, not a coroutine, is awaited: a waiting connection holds one
+        # coroutine fewer (about 200 bytes for each idle connection). The message is
+        # its result (or None: none will come, and _take() raises how it closed).
+        protocol = self._protocol
+        if self._waiter is not None or protocol.state is not _OPEN:
+            self._may_wait()
+        # Empty (as it is when recv() waits), the inbox goes: an empty deque costs 760
+        # bytes on every idle connection.
+        self._inbox = None
+        waiter = self._waiter = protocol.loop.create_future()
+        try:
+            message = await waiter
+        except BaseException:
+            self._keep(waiter)
+            raise
+        return self._take() if message is None else message
 
     async def __anext__(self) -> Message:
         # recv() again, without its coroutine: one less per message on the hot path.
         try:
-            if not self._inbox:
-                await self._arrival()
-            return self._take()
+            inbox = self._inbox
+            if inbox:  # _take(), inline: once per message of a burst
+                message = inbox.popleft()
+                if self._throttled and len(inbox) <= self._low_water:
+                    self._resume()
+                return message
+            protocol = self._protocol
+            if self._waiter is not None or protocol.state is not _OPEN:
+                self._may_wait()
+            self._inbox = None
+            waiter = self._waiter = protocol.loop.create_future()
+            try:
+                message = await waiter
+            except BaseException:
+                self._keep(waiter)
+                raise
+            return self._take() if message is None else message
         except ConnectionClosedOK:
             raise StopAsyncIteration from None
 
-    def _arrival(self) -> asyncio.Future[None]:
-        """The future to await for a message; it resolves when one arrives or when none
-        will come (:meth:`_take` then raises how the connection closed).
-
-        A future, not a coroutine: a waiting connection holds one coroutine fewer
-        (about 200 bytes for each idle connection). Raises how the connection closed
-        when it cannot wait, :class:`ConcurrencyError` when another coroutine waits.
-        """
-        if not self._protocol.receiving:
-            raise self._protocol.closed_error()
+    def _may_wait(self) -> None:
+        """Raise how the connection closed when no message can come, or
+        :class:`ConcurrencyError` when another coroutine waits for one."""
+        protocol = self._protocol
+        if not protocol.receiving:
+            raise protocol.closed_error()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             raise ConcurrencyError("another coroutine is already waiting for a message")
-        # Empty (as it is when recv() waits), the inbox goes: an empty deque costs 760
-        # bytes on every idle connection, a new one ~0.1 µs when the next message comes.
-        self._inbox = None
-        waiter = self._waiter = self._protocol.loop.create_future()
-        return waiter
+
+    def _keep(self, waiter: asyncio.Future[Message | None]) -> None:
+        """A waiting recv() was interrupted (cancelled): a message that had reached its
+        future already goes back to the front of the inbox, for the next recv()."""
+        if waiter.done() and not waiter.cancelled():
+            message = waiter.result()
+            if message is not None:
+                inbox = self._inbox
+                if inbox is None:
+                    inbox = self._inbox = deque()
+                inbox.appendleft(message)
+                if len(inbox) >= self._max_queue:
+                    self._pause()
 
     def _take(self) -> Message:
         """The next message of the inbox; reading resumes below low water. Raises how
@@ -191,9 +231,13 @@ class WebSocket(Messages):
             raise self._protocol.closed_error()
         message = inbox.popleft()
         if self._throttled and len(inbox) <= self._low_water:
-            self._throttled = False
-            self._protocol.reading.resume()
+            self._resume()
         return message
+
+    def _resume(self) -> None:
+        """The inbox is below low water: read from the socket again."""
+        self._throttled = False
+        self._protocol.reading.resume()
 
     def _receive(self, data: Message, finished: bool) -> None:
         # Called by the protocol for every fragment, in order. Text fragments come
@@ -203,27 +247,38 @@ class WebSocket(Messages):
             if whole is None:
                 return
             data = whole
+        # A recv() waits (its inbox is empty then): the message goes straight to it.
+        # The future is dropped here: a handler that stopped calling recv() keeps none.
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            try:
+                waiter.set_result(data)
+                return
+            except asyncio.InvalidStateError:
+                pass  # its recv() was cancelled
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = deque()
         inbox.append(data)
-        self._wake()
-        if len(inbox) >= self._max_queue and not self._throttled:
+        if len(inbox) >= self._max_queue:
+            self._pause()
+
+    def _pause(self) -> None:
+        """The inbox holds ``max_queue`` messages (or more): stop reading from the socket."""
+        if not self._throttled:
             self._throttled = True
             self._protocol.reading.pause()
 
     def _receive_ended(self) -> None:
-        self._wake()
-
-    def _wake(self) -> None:
-        # The future is dropped here: a handler that stopped calling recv() keeps none.
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     @property
     def pending_messages(self) -> int:
-        """The number of messages received and not yet returned by ``recv()``."""
+        """The number of messages received and not yet taken: those in the inbox (a
+        message handed to a ``recv()`` that waits for it is that ``recv()``'s)."""
         return len(self._inbox) if self._inbox is not None else 0
 
     # ---------------------------------------------------------------------- sending
@@ -237,14 +292,21 @@ class WebSocket(Messages):
         drain leaves the message sent.
         """
         protocol = self._protocol
-        if protocol.state is not State.OPEN:
+        if protocol.state is not _OPEN:
             raise self._not_open()
-        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+        if (
+            type(message) is not str
+            and type(message) is not bytes
+            and not isinstance(message, (str, bytes, bytearray, memoryview))
+        ):
             raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
         # Messages still in the inbox will be answered in this same loop turn: this
         # frame then waits to leave with theirs (one write, not one each).
-        protocol.send_data(message, more=bool(self._inbox))
-        if protocol.outbox.paused:
+        if self._inbox:
+            protocol.send_message(message, True)
+        else:
+            protocol.send_message(message)
+        if self._outbox.paused:
             await protocol.drain()
 
     async def ping(self, data: bytes | None = None) -> float:
@@ -319,7 +381,7 @@ class WebSocket(Messages):
         if protocol.state is not State.OPEN:
             return 0
         if protocol.frame_format == PLAIN:  # a server without compression: the fast path
-            protocol.send_data(message, more=True)
+            protocol.send_message(message, True)
             size = len(message.encode() if isinstance(message, str) else message)
             return size + len(frame_header(size, 0))
         # Encoded now, in the order it is queued: a compression context needs both.

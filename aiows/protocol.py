@@ -97,6 +97,12 @@ YIELD_AFTER = 2**18
 COMPRESSOR_IDLE = 0.5
 
 
+#: The headers of unmasked final frames with a payload shorter than 126 bytes, by
+#: length: text frames, binary frames.
+_TEXT_HEADS = tuple(frame_header(size, 0x81) for size in range(126))
+_BINARY_HEADS = tuple(frame_header(size, 0x82) for size in range(126))
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -246,8 +252,15 @@ class Protocol(asyncio.BufferedProtocol):
         assert receiver is not None
         had = reader.buffered + nbytes
         rest = reader.advance(nbytes, receiver._receive)
-        self._after_fast_read(had, rest)
-        if had >= YIELD_AFTER and not reader.buffered:
+        if rest is None:
+            # The fast path takes whole frames only: bytes gone means frames completed.
+            left = reader.buffered
+            if left < had:
+                self._activity = True
+        else:
+            self._after_fast_read(had, rest)
+            left = 0  # the fast reader keeps nothing once it hands bytes on
+        if had >= YIELD_AFTER and not left:
             self.reading.yield_turn(self.loop)  # the application takes the message(s) first
 
     def data_received(self, data: bytes) -> None:
@@ -451,23 +464,51 @@ class Protocol(asyncio.BufferedProtocol):
         one write. ``more=True`` says more frames will follow in this turn (messages
         still to answer): this one waits too. Larger frames and fragments leave at once.
         """
+        if self._plain and fin and opcode is None:
+            self.send_message(data, more)
+            return
         if not isinstance(data, (str, bytes)):
             # Any bytes-like object goes out as its bytes: the len() of a memoryview
             # counts items, not bytes. The copy also frees the caller's buffer at once.
             data = bytes(data)
-        outbox = self.outbox
-        if self._plain and fin and opcode is None:
-            # The hot path: a whole message from a server without compression.
-            if isinstance(data, str):
-                payload = data.encode()
-                header = frame_header(len(payload), 0x81)
-            else:
-                payload = data
-                header = frame_header(len(payload), 0x82)
-        elif self._uncompressed:
+        if self._uncompressed:
             header, payload = encode_parts(data, fin, opcode, masked=self.client)
         else:
             header, payload = self.encode_data(data, fin), b""
+        self._write_frame(header, payload, fin, more)
+
+    def send_message(self, message: str | bytes, more: bool = False) -> None:
+        """Send a whole message, text for ``str``, binary for any bytes-like object:
+        :meth:`send_data` ``(message, more=more)``, the hot path of ``WebSocket.send()``.
+        """
+        if not self._plain:
+            self.send_data(message, more=more)
+            return
+        # A server without compression: the frame is built here, its header taken from
+        # a table when short (as most are).
+        if type(message) is str:
+            payload, heads = message.encode(), _TEXT_HEADS
+        elif type(message) is bytes:
+            payload, heads = message, _BINARY_HEADS
+        elif isinstance(message, str):
+            payload, heads = message.encode(), _TEXT_HEADS
+        else:
+            # Any bytes-like object goes out as its bytes: the len() of a memoryview
+            # counts items, not bytes. The copy also frees the caller's buffer at once.
+            payload, heads = bytes(message), _BINARY_HEADS
+        size = len(payload)
+        outbox = self.outbox
+        if size < 126 and not outbox.fragmenting:
+            frame = heads[size] + payload
+            if outbox.queue(frame) if more else outbox.send(frame):
+                self.loop.call_soon(outbox.flush)
+            return
+        header = heads[size] if size < 126 else frame_header(size, heads[0][0])
+        self._write_frame(header, payload, True, more)
+
+    def _write_frame(self, header: bytes, payload: bytes, fin: bool, more: bool) -> None:
+        """Hand one encoded data frame to the :attr:`outbox` (see :meth:`send_data`)."""
+        outbox = self.outbox
         if len(payload) + len(header) >= COALESCE or not fin or outbox.fragmenting:
             outbox.write_frame(header, payload, fin)
         elif outbox.queue(header + payload) if more else outbox.send(header + payload):

@@ -137,6 +137,30 @@ async def test_recv_is_safe_to_cancel() -> None:
         assert await asyncio.wait_for(got, 10) == "kept"
 
 
+@pytest.mark.parametrize("how", ["recv", "async for"])
+async def test_a_message_for_a_recv_cancelled_before_it_runs_is_kept(how: str) -> None:
+    # The message reaches the waiting recv() and its task is cancelled in the same loop
+    # turn, before it runs again: the next recv() still gets the message.
+    got: asyncio.Future[aiows.Message] = asyncio.get_running_loop().create_future()
+
+    async def first(ws: aiows.WebSocket) -> aiows.Message:
+        if how == "recv":
+            return await ws.recv()
+        return await anext(aiter(ws))
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        task = asyncio.ensure_future(first(ws))
+        await asyncio.sleep(0)  # it waits for a message
+        ws.protocol.data_received(frame(b"kept"))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        got.set_result(await ws.recv())
+
+    async with running(handler) as server, websockets.connect(url(server)):
+        assert await asyncio.wait_for(got, 10) == "kept"
+
+
 async def test_two_concurrent_recv_raise_concurrency_error() -> None:
     result: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
     first_got: asyncio.Future[aiows.Message] = asyncio.get_running_loop().create_future()

@@ -1,0 +1,169 @@
+"""Server CPU and Python calls per echoed message (scenario A's round trip), figures that
+survive a busy machine.
+
+``python benchmarks/echo_cpu.py [--servers aiows,websockets] [--count N] [--runs N] [--pin 0,0]``
+
+Each server runs in its own process (as in ``run.py``); this process opens one
+connection with a blocking raw socket and makes ``count`` sequential round trips of a
+32-byte text message, reading the server's CPU time (utime + stime from /proc) around
+them. The figure is the server's CPU µs per round trip, the min over ``runs`` runs
+(contention only ever adds to it). ``--profile`` instead runs an aiows server in this
+process under cProfile (the client in a thread, which the profiler does not see) and
+prints the calls per round trip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import socket
+import sys
+import threading
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from handshake_cpu import user_system  # noqa: E402
+from processes import free_port, start_server, stop  # noqa: E402
+
+REQUEST = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+# A masked 32-byte text frame with a zero key (the payload is then sent as it is).
+FRAME = bytes((0x81, 0x80 | 32, 0, 0, 0, 0)) + b"x" * 32
+ANSWER = len(FRAME) - 4
+#: The CPUs the server and this process are pinned to (``--pin``), or None.
+PIN: tuple[int, int] | None = None
+
+
+def open_socket(port: int) -> socket.socket:
+    """Connect and finish the opening handshake."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(REQUEST)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+#: Messages sent together in one write per round trip (``--burst``), as in scenario B.
+BURST = 1
+
+
+def round_trips(sock: socket.socket, count: int) -> None:
+    """Send :data:`BURST` messages and read their echoes, ``count`` times."""
+    frames = FRAME * BURST
+    answer = ANSWER * BURST
+    for _ in range(count):
+        sock.sendall(frames)
+        got = 0
+        while got < answer:
+            got += len(sock.recv(65536))
+
+
+async def server_cpu(name: str, count: int, runs: int) -> list[float]:
+    """Return the server's CPU µs per round trip of each run."""
+    port = free_port()
+    process = await start_server(name, "echo", port, os.devnull)
+    if PIN is not None:
+        # One core each, always the same: the CPU per round trip then varies far less
+        # than when the scheduler moves them (shared or apart).
+        os.sched_setaffinity(process.pid, {PIN[0]})
+        os.sched_setaffinity(0, {PIN[1]})
+    try:
+        sock = open_socket(port)
+        round_trips(sock, 1000)  # warm up
+        figures = []
+        for _ in range(runs):
+            before = sum(user_system(process.pid))
+            round_trips(sock, count)
+            after = sum(user_system(process.pid))
+            figures.append((after - before) / count * 1e6)
+        sock.close()
+        return figures
+    finally:
+        await stop(process)
+
+
+async def profile(count: int) -> None:
+    """Run an aiows server in this process under cProfile; print per-round-trip calls."""
+    import aiows
+
+    async def echo(ws: aiows.WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    loop = asyncio.get_running_loop()
+    async with aiows.serve(echo, "127.0.0.1", 0, ping_interval=None) as server:
+        sock = await loop.run_in_executor(None, open_socket, server.port)
+        await loop.run_in_executor(None, round_trips, sock, 1000)
+        profiler = cProfile.Profile()
+        done = loop.create_future()
+
+        def client() -> None:
+            round_trips(sock, count)
+            loop.call_soon_threadsafe(done.set_result, None)
+
+        thread = threading.Thread(target=client)
+        profiler.enable()
+        thread.start()
+        await done
+        profiler.disable()
+        thread.join()
+        sock.close()
+    stats = pstats.Stats(profiler)
+    rows = []
+    total = 0
+    for (path, line, func), (_, calls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if "benchmarks" in path:
+            continue
+        total += calls
+        rows.append((calls, tottime, cumtime, f"{os.path.basename(path)}:{line}({func})"))
+    rows.sort(reverse=True)
+    print(f"calls per round trip (all functions profiled): {total / count:.2f}")
+    print(f"{'calls/rt':>9} {'tot µs/rt':>10} {'cum µs/rt':>10}  function")
+    for calls, tottime, cumtime, where in rows:
+        if calls / count < 0.01:
+            break
+        per = (calls / count, tottime / count * 1e6, cumtime / count * 1e6)
+        print(f"{per[0]:9.2f} {per[1]:10.2f} {per[2]:10.2f}  {where}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--servers", default="aiows,aiows-asyncio,websockets")
+    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--pin", help="SERVER_CPU,CLIENT_CPU, e.g. 1,0")
+    parser.add_argument("--burst", type=int, default=1, help="messages per round trip")
+    args = parser.parse_args()
+    global BURST, PIN
+    BURST = args.burst
+    if args.pin:
+        server_cpu_id, client_cpu_id = (int(cpu) for cpu in args.pin.split(","))
+        PIN = (server_cpu_id, client_cpu_id)
+    if args.profile:
+        if args.loop == "uvloop":
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        asyncio.run(profile(args.count))
+        return
+    for name in args.servers.split(","):
+        figures = asyncio.run(server_cpu(name, args.count, args.runs))
+        print(
+            f"{name:14} server CPU µs per round trip, min of {len(figures)}: {min(figures):5.1f}"
+            f"  ({' '.join(f'{f:.1f}' for f in figures)})"
+        )
+
+
+if __name__ == "__main__":
+    main()
