@@ -369,6 +369,15 @@ class WebSocket(Messages):
         """
         return self._protocol.frame_format
 
+    @property
+    def compression_threshold(self) -> int | None:
+        """Messages shorter than this many bytes go out uncompressed (``None``: none do).
+
+        The connection's ``compression_threshold`` setting; the hub reads it when the
+        connection joins, so shared compressed frames follow it as :meth:`send` does.
+        """
+        return self._protocol.config.compression_threshold
+
     def send_nowait(self, message: Message) -> int:
         """Send ``message`` now, without waiting for the write buffer to drain.
 

@@ -398,10 +398,6 @@ async def test_replayed_messages_follow_the_members_threshold() -> None:
         raw.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiows.WebSocket does not offer compression_threshold yet (aiows/connection.py)",
-)
 async def test_hub_without_member_threshold_compresses_as_ws_send_does() -> None:
     # The server's compression_threshold (128 by default) holds for ws.send: a member
     # that does not say its threshold gets what ws.send would send it.
