@@ -154,22 +154,9 @@ class WebSocket(Messages):
         is never lost by cancelling. Raises :class:`~aiows.ConcurrencyError` when another
         coroutine is already waiting in ``recv()``.
         """
-        inbox = self._inbox
-        if inbox:
-            message = inbox.popleft()
-            if self._throttled and len(inbox) <= self._low_water:
-                self._resume()
-            return message
-        # A future, not a coroutine, is awaited: a waiting connection holds one
-        # coroutine fewer (about 200 bytes for each idle connection). The message is
-        # its result (or None: none will come, and _take() raises how it closed).
-        protocol = self._protocol
-        if self._waiter is not None or protocol.state is not _OPEN:
-            self._may_wait()
-        # Empty (as it is when recv() waits), the inbox goes: an empty deque costs 760
-        # bytes on every idle connection.
-        self._inbox = None
-        waiter = self._waiter = protocol.loop.create_future()
+        if self._inbox:
+            return self._take()
+        waiter = self._wait()
         try:
             message = await waiter
         except BaseException:
@@ -180,17 +167,9 @@ class WebSocket(Messages):
     async def __anext__(self) -> Message:
         # recv() again, without its coroutine: one less per message on the hot path.
         try:
-            inbox = self._inbox
-            if inbox:  # _take(), inline: once per message of a burst
-                message = inbox.popleft()
-                if self._throttled and len(inbox) <= self._low_water:
-                    self._resume()
-                return message
-            protocol = self._protocol
-            if self._waiter is not None or protocol.state is not _OPEN:
-                self._may_wait()
-            self._inbox = None
-            waiter = self._waiter = protocol.loop.create_future()
+            if self._inbox:
+                return self._take()
+            waiter = self._wait()
             try:
                 message = await waiter
             except BaseException:
@@ -200,15 +179,26 @@ class WebSocket(Messages):
         except ConnectionClosedOK:
             raise StopAsyncIteration from None
 
-    def _may_wait(self) -> None:
-        """Raise how the connection closed when no message can come, or
-        :class:`ConcurrencyError` when another coroutine waits for one."""
+    def _wait(self) -> asyncio.Future[Message | None]:
+        """The future a ``recv()`` with an empty inbox awaits. Its result is the next
+        message, or None when none will come (then :meth:`_take` raises how the
+        connection closed). Raises that at once when no message can come, and
+        :class:`ConcurrencyError` when another coroutine waits already.
+
+        A future, not a coroutine: a waiting connection holds one coroutine fewer (about
+        200 bytes for each idle connection); and its empty inbox goes, an empty deque
+        costing 760 bytes.
+        """
         protocol = self._protocol
-        if not protocol.receiving:
-            raise protocol.closed_error()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            raise ConcurrencyError("another coroutine is already waiting for a message")
+        if self._waiter is not None or protocol.state is not _OPEN:
+            if not protocol.receiving:
+                raise protocol.closed_error()
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                raise ConcurrencyError("another coroutine is already waiting for a message")
+        self._inbox = None
+        waiter = self._waiter = protocol.loop.create_future()
+        return waiter
 
     def _keep(self, waiter: asyncio.Future[Message | None]) -> None:
         """A waiting recv() was interrupted (cancelled): a message that had reached its
