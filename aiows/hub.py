@@ -92,8 +92,8 @@ class Hub:
         self._slow = SlowConsumers(policy, buffer_limit, slow_close_code)
         self.name = name if name is not None else f"hub{next(_names)}"
         self._everyone: dict[Member, set[str]] = {}
-        # The members with a compression threshold (read once, at join): a message
-        # shorter than it goes to them as a plain frame even where frames are compressed.
+        # The members of a shared compressed frame format with a compression threshold
+        # (read once, at join): a shorter message goes to them as a plain frame.
         self._thresholds: dict[Member, int] = {}
         self._groups: dict[str, dict[Member, None]] = {}
         self._histories: dict[str, History] = {}
@@ -146,7 +146,8 @@ class Hub:
         mine = self._everyone.get(ws)
         if mine is None:
             mine = self._everyone[ws] = set()
-            threshold = compression_threshold(ws)
+            # Only shared compressed frames need it (a plain member holds no entry).
+            threshold = compression_threshold(ws) if ws.frame_format else 0
             if threshold:
                 self._thresholds[ws] = threshold
             ws.on_closed(lambda: self.remove(ws))
