@@ -232,26 +232,23 @@ class FastReader:
     way); an idle connection keeps no buffer.
     """
 
-    __slots__ = ("_end", "_held", "_limit", "_masked", "_need", "_scratch", "_target")
+    __slots__ = ("_held", "_limit", "_masked", "_need", "_scratch", "_target", "buffered")
 
     def __init__(self, *, client: bool, max_size: int | None) -> None:
         #: A server reads masked frames, a client unmasked ones.
         self._masked = 0 if client else 0x80
         self._limit = max_size if max_size is not None else 2**63
         self._scratch = _shared_scratch()
-        # The partial frame kept between reads, at _held[:_end]; _held is either a
+        # The partial frame kept between reads, at _held[:buffered]; _held is either a
         # copy of it (a small frame) or a buffer of the frame's length.
         self._held = _EMPTY
-        self._end = 0
+        #: The bytes of a partial frame held until the rest of it arrives (read it,
+        #: never assign it).
+        self.buffered = 0
         # The length of the partial frame, header included, once its header is read.
         self._need = 0
         # Where the last space() pointed: the scratch or _held.
         self._target = self._scratch
-
-    @property
-    def buffered(self) -> int:
-        """The bytes of a partial frame held until the rest of it arrives."""
-        return self._end
 
     @property
     def capacity(self) -> int:
@@ -265,35 +262,43 @@ class FastReader:
         runs past the frame's end, so that its buffer is whole when the read completes
         it. Otherwise the shared scratch buffer, after a copy of the partial frame held.
         """
-        end = self._end
+        end = self.buffered
+        if not end:  # nothing held (the common case): the whole scratch buffer
+            self._target = scratch = self._scratch
+            return memoryview(scratch)
         if self._need > SMALL_FRAME:
             self._target = held = self._held
             return memoryview(held)[end : min(self._need, len(held))]
         self._target = scratch = self._scratch
-        if end:
-            scratch[:end] = self._held[:end]
+        scratch[:end] = self._held[:end]
         return memoryview(scratch)[end:]
 
     def take(self, nbytes: int) -> bytes:
         """Return the bytes held and the ``nbytes`` just read into :meth:`space`, as
         bytes, and keep nothing (for a reader other than this one: wsproto, the handshake)."""
-        data = bytes(memoryview(self._target)[: self._end + nbytes])
+        data = bytes(memoryview(self._target)[: self.buffered + nbytes])
         self._keep(self._target, 0, 0)
         return data
 
     def advance(self, nbytes: int, receive: Callable[[str | bytes, bool], object]) -> bytes | None:
         """Take ``nbytes`` just read into :meth:`space`; see :meth:`feed`."""
-        end = self._end + nbytes
+        end = self.buffered + nbytes
         target = self._target
         if target is self._held and end < self._need and end < len(target):
-            self._end = end  # the frame's own buffer is not full: the frame goes on
+            self.buffered = end  # the frame's own buffer is not full: the frame goes on
             return None
-        pos, rest = self._scan(target, end, receive)
-        if rest is not None:
+        self._need = 0  # as it was if receive raises
+        pos, need = scan(target, end, self._masked, self._limit, receive)
+        if need < 0:
+            rest = bytes(target[pos:end])
             self._keep(target, 0, 0)
-        else:
-            self._keep(target, pos, end)
-        return rest
+            return rest
+        if pos == end and self._held is _EMPTY:
+            self.buffered = 0  # every frame delivered and no buffer of its own to drop
+            return None
+        self._need = need  # the partial frame's length once its header is complete
+        self._keep(target, pos, end)
+        return None
 
     def feed(
         self, data: bytes | bytearray, receive: Callable[[str | bytes, bool], object]
@@ -324,33 +329,18 @@ class FastReader:
             _give_back(self._held)  # its frame is delivered (or handed to wsproto)
             self._held = _EMPTY
         if not held:
-            self._held, self._end, self._need = _EMPTY, 0, 0
+            self._held, self.buffered, self._need = _EMPTY, 0, 0
         elif need <= SMALL_FRAME:
-            self._held, self._end = source[start:end], held
+            self._held, self.buffered = source[start:end], held
         elif source is self._held and start == 0 and (held < len(source) or held == need):
-            self._end = held  # in the frame's own buffer already, with room for the rest
+            self.buffered = held  # in the frame's own buffer already, with room for the rest
         else:
             # The frame's own buffer: its whole length (at most max_size plus its
             # header) once enough of it arrived, else a part, grown as it arrives.
             size = min(need, max(AHEAD * held, SMALL_FRAME))
             buffer = _frame_buffer(size)
             buffer[:held] = memoryview(source)[start:end]
-            self._held, self._end = buffer, held
-
-    def _scan(
-        self, data: bytearray, size: int, receive: Callable[[str | bytes, bool], object]
-    ) -> tuple[int, bytes | None]:
-        """Deliver the frames complete in ``data[:size]``; return where the first frame not
-        delivered starts and, if wsproto must read from there, those bytes.
-
-        Sets :attr:`_need` to the partial frame's length when its header is complete.
-        """
-        self._need = 0  # as it was if receive raises
-        pos, need = scan(data, size, self._masked, self._limit, receive)
-        if need < 0:
-            return pos, bytes(data[pos:size])
-        self._need = need
-        return pos, None
+            self._held, self.buffered = buffer, held
 
 
 def scan_python(
