@@ -279,7 +279,9 @@ async def test_two_workers_on_one_port(redis_server: RedisServer) -> None:
         await wait_for(lambda: sum(started in line for line in supervisor.log) == 2)
         base = f"ws://127.0.0.1:{port}/rooms/lobby"
         nodes: set[str] = set()
-        while len(nodes) < 2 and len(clients) < 12:  # the kernel picks the worker
+        # The workers share uvicorn's socket and the first to wake accepts: a busy machine
+        # can favour one for a while, so allow many clients before calling it a failure.
+        while len(nodes) < 2 and len(clients) < 40:
             clients.append(await websockets.connect(f"{base}?name=c{len(clients)}"))
             await joined(clients[-1], f"c{len(clients) - 1}")
             listed = await members(port, "lobby")
