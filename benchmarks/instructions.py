@@ -59,28 +59,20 @@ def read(sock: socket.socket, size: int) -> None:
         size -= len(chunk)
 
 
-def echo(port: int, count: int) -> Callable[[int], None]:
-    """Round trips of 32-byte messages over one connection."""
-    sock = open_socket(port)
+def echoes(frame: bytes, answer: int) -> Callable[[int, int], Callable[[int], None]]:
+    """Round trips over one connection: ``frame`` sent, its ``answer`` bytes read back."""
 
-    def run(n: int) -> None:
-        for _ in range(n):
-            sock.sendall(FRAME)
-            read(sock, ANSWER)
+    def prepare(port: int, count: int) -> Callable[[int], None]:
+        sock = open_socket(port)
 
-    return run
+        def run(n: int) -> None:
+            for _ in range(n):
+                sock.sendall(frame)
+                read(sock, answer)
 
+        return run
 
-def large(port: int, count: int) -> Callable[[int], None]:
-    """Round trips of 1 MiB messages over one connection."""
-    sock = open_socket(port)
-
-    def run(n: int) -> None:
-        for _ in range(n):
-            sock.sendall(LARGE_FRAME)
-            read(sock, LARGE_ANSWER)
-
-    return run
+    return prepare
 
 
 def handshake(port: int, count: int) -> Callable[[int], None]:
@@ -117,8 +109,8 @@ def broadcast(port: int, count: int) -> Callable[[int], None]:
 
 #: Each operation: how to prepare it, the default count, and the server's scenario.
 OPERATIONS = {
-    "echo": (echo, 2000, "echo"),
-    "large": (large, 20, "echo"),
+    "echo": (echoes(FRAME, ANSWER), 2000, "echo"),
+    "large": (echoes(LARGE_FRAME, LARGE_ANSWER), 20, "echo"),
     "handshake": (handshake, 200, "echo"),
     "broadcast": (broadcast, 20 * SUBSCRIBERS, "broadcast"),
 }
