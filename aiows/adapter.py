@@ -35,7 +35,7 @@ from wsproto.frame_protocol import (
     RsvBits,
 )
 
-from .frames import COMPRESSION_LEVEL, PLAIN
+from .frames import COMPRESSION_LEVEL, PLAIN, deflate_bound
 from .heap import HEAP
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ __all__ = [
     "Pong",
     "SizeLimit",
     "TextMessage",
+    "bounded_deflate",
     "close_of",
     "deflate_bound",
     "frame_format",
@@ -168,6 +169,17 @@ def frame_format(client: bool, extensions: Sequence[Extension]) -> int | None:
     return PLAIN
 
 
+def bounded_deflate(extensions: Sequence[Extension]) -> BoundedDeflate | None:
+    """A connection's permessage-deflate, or None when it has none (or only wsproto's
+    own): its :meth:`~BoundedDeflate.inflate_message` and
+    :meth:`~BoundedDeflate.deflate_message` read and write whole messages without
+    wsproto."""
+    for extension in extensions:
+        if isinstance(extension, BoundedDeflate):
+            return extension
+    return None
+
+
 def release_idle(extensions: Sequence[Extension]) -> bool:
     """Free what an idle connection's permessage-deflate holds and no longer uses.
 
@@ -178,15 +190,6 @@ def release_idle(extensions: Sequence[Extension]) -> bool:
         isinstance(extension, BoundedDeflate) and extension.release_idle()
         for extension in extensions
     )
-
-
-def deflate_bound(size: int) -> int:
-    """Return the most bytes a sane deflate stream takes to carry ``size`` bytes.
-
-    Incompressible data grows: 5 bytes per stored block, or 9 bits per byte with fixed
-    Huffman codes (+12.5%), plus a few bytes of flush markers per frame.
-    """
-    return size + (size >> 3) + 64
 
 
 class SizeLimit(Extension):
@@ -436,6 +439,34 @@ class BoundedDeflate(PerMessageDeflate):
             return CloseReason.MESSAGE_TOO_BIG
         return result
 
+    def inflate_message(self, payload: bytes, client: bool) -> bytes | int:
+        """Inflate a whole compressed message that came in one frame (RSV1 set, FIN
+        set), for a reader other than wsproto's, between messages; return its bytes, or
+        the close code that fails the connection (1007: not deflate data, 1009: over
+        ``max_size``).
+
+        It leaves this extension as wsproto's calls for the same frame would
+        (:meth:`frame_inbound_header`, :meth:`frame_inbound_payload_data` and
+        :meth:`frame_inbound_complete`): the window, the budget, the idle flag. The
+        caller checks the frame's length against :func:`deflate_bound` first, as the
+        header's check does here.
+        """
+        self._budget = self.max_size
+        if self._decompressor is None:
+            self._decompressor = self._new_decompressor(client)
+        self._inbound_compressed = self._inbound_is_compressible = True
+        data = self._inflate(payload)
+        if isinstance(data, CloseReason):
+            return int(data)
+        tail = self._inflate(_DEFLATE_TAIL)
+        self._inbound_compressed = None
+        if isinstance(tail, CloseReason):
+            return int(tail)
+        self._inflated = True
+        if self._history is None:  # no context kept between the peer's messages
+            self._decompressor = None
+        return data + tail if tail else data
+
     def frame_inbound_payload_data(
         self, proto: FrameDecoder | FrameProtocol, data: bytes
     ) -> bytes | CloseReason:
@@ -462,6 +493,31 @@ class BoundedDeflate(PerMessageDeflate):
         if self._history is None:  # no context kept between the peer's messages
             self._decompressor = None
         return data
+
+    def deflate_message(self, payload: bytes, client: bool) -> bytes | None:
+        """Compress a whole message sent in one frame, for a writer other than
+        wsproto's; return the frame's payload (RSV1 to be set), or None when the message
+        goes out uncompressed (shorter than ``threshold``, or a peer that allowed no
+        window we can deflate with). Not while a fragmented message is being sent.
+
+        It leaves this extension as :meth:`frame_outbound` for the same frame would.
+        """
+        assert not self._sending
+        if not self._deflating or len(payload) < self.threshold:
+            return None
+        compressor = self._compressor
+        if compressor is None:
+            compressor = self._compressor = self._new_compressor(client)
+        self._deflated = True
+        body = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        if self.client_no_context_takeover if client else self.server_no_context_takeover:
+            self._compressor = None
+        return body[:-4]  # the empty block's 00 00 ff ff tail (RFC 7692 §7.2.1)
+
+    @property
+    def sending(self) -> bool:
+        """A fragmented message is being sent: its frames go through wsproto."""
+        return self._sending
 
     def frame_outbound(
         self,

@@ -21,12 +21,14 @@ __all__ = [
     "SMALL_FRAME",
     "SPEEDUPS",
     "FastReader",
+    "deflate_bound",
     "encode_frame",
     "encode_frame_as",
     "encode_masked",
     "encode_parts",
     "frame_header",
     "scan",
+    "scan_deflated",
     "unmask",
 ]
 
@@ -343,6 +345,52 @@ class FastReader:
             self._held, self.buffered = buffer, held
 
 
+def deflate_bound(size: int) -> int:
+    """Return the most bytes a sane deflate stream takes to carry ``size`` bytes.
+
+    Incompressible data grows: 5 bytes per stored block, or 9 bits per byte with fixed
+    Huffman codes (+12.5%), plus a few bytes of flush markers per frame.
+    """
+    return size + (size >> 3) + 64
+
+
+def _header(data: bytes | bytearray, pos: int, size: int, masked: int) -> tuple[int, int]:
+    """Read the header of the frame at ``data[pos]`` (whose first byte the caller
+    checked): return where its payload starts and its length; ``(0, 0)`` when the
+    header is not all in ``data[:size]``; a length of -1 for a header wsproto must
+    judge: masking wrong for the role, a length not in its shortest form or with its
+    top bit set (RFC 6455 §5.2)."""
+    second = data[pos + 1]
+    if second & 0x80 != masked:
+        return 0, -1
+    length = second & 0x7F
+    start = pos + 2
+    if length == 126:
+        start += 2
+        if size < start:
+            return 0, 0
+        (length,) = _unpack_short(data, pos + 2)
+        if length < 126:
+            return 0, -1
+    elif length == 127:
+        start += 8
+        if size < start:
+            return 0, 0
+        (length,) = _unpack_long(data, pos + 2)
+        if length < 65536 or length >> 63:
+            return 0, -1
+    return (start + 4 if masked else start), length
+
+
+def _payload_at(data: bytes | bytearray, start: int, end: int, masked: int) -> bytes:
+    """The payload ``data[start:end]`` as bytes, unmasked with the 4 bytes before it
+    when ``masked``: viewed in place and copied once, by unmask or bytes()."""
+    view = memoryview(data)[start:end]
+    payload = unmask(view, data[start - 4 : start]) if masked else bytes(view)
+    view.release()
+    return payload
+
+
 def scan_python(
     data: bytes | bytearray,
     size: int,
@@ -363,42 +411,83 @@ def scan_python(
     pos = 0
     while size - pos >= 2:
         first = data[pos]
-        second = data[pos + 1]
-        if (first != 0x81 and first != 0x82) or second & 0x80 != masked:
+        if first != 0x81 and first != 0x82:
             return pos, -1
-        length = second & 0x7F
-        start = pos + 2
-        if length >= 126:
-            if length == 126:
-                start += 2
-                if size < start:
-                    break
-                (length,) = _unpack_short(data, pos + 2)
-                if length < 126:
-                    return pos, -1
-            else:
-                start += 8
-                if size < start:
-                    break
-                (length,) = _unpack_long(data, pos + 2)
-                if length < 65536 or length >> 63:
-                    return pos, -1
+        start, length = _header(data, pos, size, masked)
+        if not start:
+            if length < 0:
+                return pos, -1
+            break
         if length > limit:
             return pos, -1
-        if masked:
-            start += 4
         end = start + length
         if end > size:
             return pos, end - pos
-        # The payload is viewed in place and copied once, by unmask or bytes().
-        view = memoryview(data)[start:end]
-        payload = unmask(view, data[start - 4 : start]) if masked else bytes(view)
-        view.release()
+        payload = _payload_at(data, start, end, masked)
         if first == 0x81:
             try:
                 text = payload.decode()
             except UnicodeDecodeError:
                 return pos, -1  # wsproto fails it with 1007
+            receive(text, True)
+        else:
+            receive(payload, True)
+        pos = end
+    return pos, 0
+
+
+#: The first bytes of the frames :func:`scan_deflated` takes: final text and binary
+#: frames, compressed (RSV1) or not.
+_WHOLE_MESSAGES = frozenset((0x81, 0x82, 0xC1, 0xC2))
+
+
+def scan_deflated(
+    data: bytes,
+    masked: int,
+    limit: int,
+    inflate: Callable[[bytes], bytes | int],
+    receive: Callable[[str | bytes, bool], object],
+) -> tuple[int, int]:
+    """Deliver the final data frames complete at the front of ``data``, on a connection
+    with permessage-deflate (RFC 7692), as ``receive(message, True)``; return
+    ``(pos, code)``. Call it between messages only.
+
+    A compressed frame (RSV1) is a whole message, inflated by ``inflate`` (the bytes,
+    or the close code that fails the connection: see
+    :meth:`~aiows.adapter.BoundedDeflate.inflate_message`). ``pos`` is where the first
+    frame not taken starts: wsproto reads from there, and judges what this does not
+    take (a control frame, a fragment, a header it refuses, a frame longer than
+    ``limit`` or, compressed, than ``deflate_bound(limit)``, an incomplete frame,
+    plain text that is not UTF-8). ``code`` is 0, or the close code the connection
+    fails with at ``pos``, after its inflater was used: 1007 (not deflate data, or not
+    UTF-8 once inflated) or 1009 (inflates past ``max_size``).
+    """
+    size = len(data)
+    pos = 0
+    while size - pos >= 2:
+        first = data[pos]
+        if first not in _WHOLE_MESSAGES:
+            break
+        start, length = _header(data, pos, size, masked)
+        compressed = first & 0x40
+        if length < 0 or not start or length > (deflate_bound(limit) if compressed else limit):
+            break
+        end = start + length
+        if end > size:
+            break
+        payload = _payload_at(data, start, end, masked)
+        if compressed:
+            inflated = inflate(payload)
+            if isinstance(inflated, int):
+                return pos, inflated
+            payload = inflated
+        if first & 0x0F == OP_TEXT:
+            try:
+                text = payload.decode()
+            except UnicodeDecodeError:
+                if compressed:
+                    return pos, 1007  # its inflater moved on: wsproto cannot read it again
+                break
             receive(text, True)
         else:
             receive(payload, True)

@@ -24,6 +24,7 @@ from typing import Protocol as Interface
 from typing import cast
 
 from .adapter import (
+    BoundedDeflate,
     BytesMessage,
     CloseConnection,
     Connection,
@@ -32,6 +33,7 @@ from .adapter import (
     Ping,
     Pong,
     TextMessage,
+    bounded_deflate,
     close_of,
     frame_format,
     idle,
@@ -48,6 +50,7 @@ from .frames import (
     encode_frame_as,
     encode_parts,
     frame_header,
+    scan_deflated,
     unmask,
 )
 from .http import Request, Response
@@ -99,6 +102,9 @@ COMPRESSOR_IDLE = 0.5
 
 #: The headers of unmasked final frames with a payload shorter than 126 bytes, by
 #: length: text frames, binary frames.
+#: The reasons of the close codes :meth:`Protocol._read_deflated` fails a connection with.
+_DEFLATE_ERRORS = {1007: "invalid compressed message", 1009: "message too big"}
+
 _TEXT_HEADS = tuple(frame_header(size, 0x81) for size in range(126))
 _BINARY_HEADS = tuple(frame_header(size, 0x82) for size in range(126))
 
@@ -134,8 +140,10 @@ class Protocol(asyncio.BufferedProtocol):
         "_deflate",
         "_failed",
         "_fast_read",
+        "_inflate",
         "_on_lost",
         "_opening",
+        "_permessage",
         "_pings",
         "_plain",
         "_reader",
@@ -201,6 +209,10 @@ class Protocol(asyncio.BufferedProtocol):
         self._uncompressed = False
         # With it: the extensions agreed on, whose compressor an idle connection frees.
         self._deflate: list[Extension] | None = None
+        # ... whose permessage-deflate reads and writes whole messages without wsproto
+        # (see _read_deflated and encode_data), with its inflate_message for this side.
+        self._permessage: BoundedDeflate | None = None
+        self._inflate: Callable[[bytes], bytes | int] | None = None
         # ... and a server's, unmasked: the fast path of send_data.
         self._plain = False
         #: Which shared frames are valid here: :data:`PLAIN`, a deflate window, or
@@ -301,6 +313,10 @@ class Protocol(asyncio.BufferedProtocol):
         """Give ``data`` to wsproto and act on the events it yields."""
         receiver = self.receiver
         assert receiver is not None
+        if self._inflate is not None and idle(conn):
+            data = self._read_deflated(data)
+            if not data:
+                return
         conn.receive_data(data)
         for event in conn.events():
             if isinstance(event, (TextMessage, BytesMessage)):
@@ -325,6 +341,31 @@ class Protocol(asyncio.BufferedProtocol):
         self._fast_read = self._uncompressed and idle(conn)
         if self._timer is None and self._deflate is not None:
             self._watch_deflate()
+
+    def _read_deflated(self, data: bytes) -> bytes:
+        """Read the whole messages at the front of ``data`` on a compressing connection,
+        between messages, without wsproto (see :func:`~aiows.frames.scan_deflated`);
+        return the bytes from the first frame not read on, wsproto's to read."""
+        inflate = self._inflate
+        assert inflate is not None and self.receiver is not None
+        limit = self.config.max_size
+        pos, code = scan_deflated(
+            data,
+            0 if self.client else 0x80,
+            2**63 if limit is None else limit,
+            inflate,
+            self.receiver._receive,
+        )
+        if pos:
+            self._activity = True
+        if code:
+            self._fail(code, _DEFLATE_ERRORS[code])
+            return b""
+        if pos == len(data):
+            if self._timer is None:
+                self._watch_deflate()
+            return b""
+        return data[pos:] if pos else data
 
     def eof_received(self) -> bool | None:
         # A half-closed peer sends nothing more; close our side too (RFC 6455 §7.1.1).
@@ -421,6 +462,9 @@ class Protocol(asyncio.BufferedProtocol):
             self._conn = new_connection(self.client, extensions, self.config.max_size)
             self._uncompressed = self._fast_read = not is_compressed(extensions)
             self._deflate = None if self._uncompressed else extensions
+            self._permessage = permessage = bounded_deflate(extensions)
+            if permessage is not None:
+                self._inflate = partial(permessage.inflate_message, client=self.client)
             self._plain = self._uncompressed and not self.client
             self.frame_format = frame_format(self.client, extensions)
         else:
@@ -524,6 +568,17 @@ class Protocol(asyncio.BufferedProtocol):
         conn = self._wsproto() if self.state is State.OPEN else self._conn
         if conn is None:
             raise self.closed_error()  # closed (or not open yet): nothing to encode with
+        permessage = self._permessage
+        if (
+            fin
+            and permessage is not None
+            and not permessage.sending
+            and conn.state is ConnectionState.OPEN
+        ):
+            frame = self._deflate_message(permessage, data)
+            if self._timer is None:
+                self._watch_deflate()
+            return frame
         event: TextMessage | BytesMessage
         if isinstance(data, str):
             event = TextMessage(data=data, message_finished=fin)
@@ -533,6 +588,20 @@ class Protocol(asyncio.BufferedProtocol):
         if self._timer is None and self._deflate is not None:
             self._watch_deflate()
         return frame
+
+    def _deflate_message(self, permessage: BoundedDeflate, data: str | bytes) -> bytes:
+        """A whole message in one frame, compressed unless ``permessage`` sends it plain,
+        as wsproto would encode it."""
+        if isinstance(data, str):
+            payload, opcode = data.encode(), 0x1
+        else:
+            payload, opcode = data, 0x2
+        body = permessage.deflate_message(payload, self.client)
+        if body is None:
+            header, body = encode_parts(payload, True, opcode, masked=self.client)
+        else:
+            header, body = encode_parts(body, True, opcode | 0x40, masked=self.client)
+        return header + body
 
     def _watch_deflate(self) -> None:
         # While open, the timer is free: it checks, now and then, whether the connection

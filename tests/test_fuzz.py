@@ -22,7 +22,7 @@ import itertools
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -399,8 +399,14 @@ def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise([0, *edges, len(data)]) if b > a]
 
 
-def run_aiows(stream: Stream, chunks: list[bytes], aiows_is_client: bool) -> Outcome:
-    """Feed the chunks to an open aiows connection; return what it delivered and sent."""
+def run_aiows(
+    stream: Stream,
+    chunks: list[bytes],
+    aiows_is_client: bool,
+    opened: Callable[[Protocol], None] | None = None,
+) -> Outcome:
+    """Feed the chunks to an open aiows connection; return what it delivered and sent.
+    ``opened`` is called with the protocol once it is open."""
 
     async def run() -> Outcome:
         config = aiows.Config(ping_interval=None, max_size=stream.max_size, max_queue=10**6)
@@ -413,6 +419,8 @@ def run_aiows(stream: Stream, chunks: list[bytes], aiows_is_client: bool) -> Out
             deflate.finalize(stream.deflate.offer(aiows_is_client))
             extensions.append(deflate)
         protocol._open(extensions, b"")
+        if opened is not None:
+            opened(protocol)
         for chunk in chunks:
             if wire.closing:
                 break  # the server closed the TCP connection
@@ -558,3 +566,122 @@ def test_plain_frames_take_the_fast_path(
     received, conn = asyncio.run(run())
     assert received == [p.decode() if op == 0x1 else p for op, p in messages]
     assert conn is None  # wsproto never saw a byte: its connection was never built
+
+
+_whole = st.tuples(
+    st.sampled_from([0x1, 0x2]),
+    st.one_of(st.text(max_size=200).map(str.encode), st.binary(max_size=2000)),
+    st.booleans(),
+)
+
+
+@FUZZ
+@given(
+    st.lists(_whole, min_size=1, max_size=6),
+    st.builds(Deflate, st.booleans(), st.integers(9, 15)),
+    st.sampled_from([None, 100, 1000]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_whole_compressed_messages_agree_and_skip_wsproto(
+    messages: list[tuple[int, bytes, bool]],
+    deflate: Deflate,
+    max_size: int | None,
+    one_chunk: bool,
+    aiows_is_client: bool,
+) -> None:
+    """Whole messages in single frames, compressed or not, text often not UTF-8: what
+    aiows delivers and the close code it sends agree with websockets; in a stream
+    without a fault, frames that arrive whole never reach wsproto (the fast path of
+    compressed connections)."""
+    stream = Stream(masked=not aiows_is_client, max_size=max_size, deflate=deflate)
+    bounds = []
+    for opcode, payload, compressed in messages:
+        if not stream.over:
+            stream.message(opcode, payload, [], compressed, controls=[])
+            bounds.append(len(stream.data))
+    assume(not stream.ambiguous)
+    data = bytes(stream.data)
+    chunks = [data] if one_chunk else _chunks(data, bounds)
+    wsproto_read: list[bytes] = []
+
+    def spy(protocol: Protocol) -> None:
+        conn = protocol._conn
+        assert conn is not None
+        receive = conn.receive_data
+        conn.receive_data = lambda data: (wsproto_read.append(data), receive(data))[1]  # type: ignore[method-assign]
+
+    actual = run_aiows(stream, chunks, aiows_is_client, spy)
+    expected = run_oracle(stream, chunks, aiows_is_client)
+    if stream.twofold and {actual.close, expected.close} == {1007, 1009}:
+        actual.close = expected.close  # NOTE 8
+    assert actual == expected
+    if expected.close is None:  # a fault may be wsproto's to judge
+        assert not wsproto_read
+
+
+_sends = st.tuples(
+    st.one_of(st.text(max_size=300), st.binary(max_size=3000)),
+    st.booleans(),  # fragmented: sent in two frames (through wsproto)
+)
+
+
+@FUZZ
+@given(
+    st.lists(_sends, min_size=1, max_size=6),
+    st.builds(Deflate, st.booleans(), st.integers(9, 15)),
+    st.sampled_from([None, 128]),
+    st.booleans(),
+)
+def test_compressed_sends_agree_with_websockets(
+    sends: list[tuple[str | bytes, bool]],
+    deflate: Deflate,
+    threshold: int | None,
+    aiows_is_client: bool,
+) -> None:
+    """What aiows sends with permessage-deflate, whole messages and fragmented ones
+    mixed, websockets reads as the same messages; whole messages are encoded without
+    wsproto."""
+    encoded: list[object] = []
+
+    async def run() -> bytes:
+        protocol = Protocol(aiows.Config(ping_interval=None), client=aiows_is_client)
+        WebSocket(protocol)
+        wire = Wire(protocol)
+        extension = BoundedDeflate(None, threshold=threshold)
+        extension.finalize(deflate.offer(not aiows_is_client))  # aiows's side sends
+        protocol._open([extension], b"")
+        conn = protocol._conn
+        assert conn is not None
+        send = conn.send
+        conn.send = lambda event: (encoded.append(event), send(event))[1]  # type: ignore[method-assign]
+        for message, fragmented in sends:
+            if fragmented:
+                protocol.send_data(message[:7], fin=False)
+                protocol.send_data(message[7:], fin=True, opcode=0)
+            else:
+                protocol.send_data(message)
+            await asyncio.sleep(0)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return bytes(wire.written)
+
+    written = asyncio.run(run())
+    side = Side.SERVER if aiows_is_client else Side.CLIENT
+    oracle = Oracle(side, state=OracleState.OPEN)
+    oracle.extensions = [PerMessageDeflate(deflate.no_context, False, deflate.bits, 15)]
+    oracle.receive_data(written)
+    received: list[str | bytes] = []
+    parts: list[bytes] = []
+    text = False
+    for frame in oracle.events_received():
+        if frame.opcode is not Opcode.CONT:
+            text = frame.opcode is Opcode.TEXT
+        parts.append(bytes(frame.data))
+        if frame.fin:
+            data = b"".join(parts)
+            received.append(data.decode() if text else data)
+            parts = []
+    assert oracle.parser_exc is None, oracle.parser_exc
+    assert received == [message for message, _ in sends]
+    assert len(encoded) == 2 * sum(fragmented for _, fragmented in sends)
