@@ -705,7 +705,7 @@ def uvicorn_process(app_dir: Path, *args: str) -> Iterator[str]:
         process.wait(30)
 
 
-def autobahn_counts(report: Path) -> tuple[Counter[str], Counter[str], list[str]]:
+def autobahn_counts(report: Path, expected: int) -> tuple[Counter[str], Counter[str], list[str]]:
     """Read a kosoku report: the behaviours and close behaviours of the cases that
     reached the server, and the cases that never connected (none expected). A report
     groups cases by the server's ``Server`` header, so those that never connected stand
@@ -713,7 +713,7 @@ def autobahn_counts(report: Path) -> tuple[Counter[str], Counter[str], list[str]
     """
     index = json.loads((report / "index.json").read_text())
     results = {key: case for agent in index.values() for key, case in agent.items()}
-    assert len(results) == 517
+    assert len(results) == expected
 
     def never_connected(case: dict[str, Any]) -> bool:
         detail = json.loads((report / case["reportfile"]).read_text())
@@ -724,6 +724,18 @@ def autobahn_counts(report: Path) -> tuple[Counter[str], Counter[str], list[str]
     counts = Counter(case["behavior"] for case in ran)
     closes = Counter(case["behaviorClose"] for case in ran)
     return counts, closes, harness
+
+
+#: The deflate cases run here: 12.1 (JSON), 13.1 (the default agreement) and 13.2 (no
+#: context takeover). Left to test_autobahn.py, which runs every case against the same
+#: engine code: the other data sets of 12.2-12.5 and the window-size and multiple-offer
+#: agreements of 13.3-13.7 (162 cases, about 80% of this test's time: some 7 minutes on
+#: a 2-core machine).
+DEFLATE_SAMPLE = tuple(
+    arg
+    for group in ("12.2", "12.3", "12.4", "12.5", *(f"13.{n}" for n in range(3, 8)))
+    for arg in ("-x", f"{group}.*")
+)
 
 
 @pytest.mark.slow
@@ -740,9 +752,11 @@ def test_autobahn_through_fastapi_on_uvicorn(tmp_path: Path) -> None:
         # Its exit status says whether any case failed, the harness's errors included:
         # the report is read instead.
         subprocess.run(
-            [kosoku, "-p", "3", "-o", str(report), target], timeout=1500, capture_output=True
+            [kosoku, "-p", "3", "-o", str(report), *DEFLATE_SAMPLE, target],
+            timeout=1500,
+            capture_output=True,
         )
-    counts, closes, harness = autobahn_counts(report)
+    counts, closes, harness = autobahn_counts(report, 517 - 162)
     print(
         f"Autobahn through uvicorn: {dict(counts)}, close: {dict(closes)}; "
         f"{len(harness)} cases kosoku could not run: {harness}"
