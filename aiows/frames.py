@@ -455,23 +455,26 @@ def scan_deflated(
     A compressed frame (RSV1) is a whole message, inflated by ``inflate`` (the bytes,
     or the close code that fails the connection: see
     :meth:`~aiows.adapter.BoundedDeflate.inflate_message`). ``pos`` is where the first
-    frame not taken starts: wsproto reads from there, and judges what this does not
-    take (a control frame, a fragment, a header it refuses, a frame longer than
-    ``limit`` or, compressed, than ``deflate_bound(limit)``, an incomplete frame,
-    plain text that is not UTF-8). ``code`` is 0, or the close code the connection
-    fails with at ``pos``, after its inflater was used: 1007 (not deflate data, or not
-    UTF-8 once inflated) or 1009 (inflates past ``max_size``).
+    frame not delivered starts. ``code`` says what to do from there: 0, nothing (the
+    end of ``data``, or the start of a frame that may still be taken once the rest of
+    it arrives); -1, let wsproto read, and judge what this does not take (a control
+    frame, a fragment, a header it refuses, a frame longer than ``limit`` or,
+    compressed, than ``deflate_bound(limit)``, plain text that is not UTF-8); else the
+    close code the connection fails with, after its inflater was used: 1007 (not
+    deflate data, or not UTF-8 once inflated) or 1009 (inflates past ``max_size``).
     """
     size = len(data)
     pos = 0
     while size - pos >= 2:
         first = data[pos]
         if first not in _WHOLE_MESSAGES:
-            break
+            return pos, -1
         start, length = _header(data, pos, size, masked)
+        if not start:
+            return pos, length  # -1: a header to refuse; 0: the header goes on
         compressed = first & 0x40
-        if length < 0 or not start or length > (deflate_bound(limit) if compressed else limit):
-            break
+        if length > (deflate_bound(limit) if compressed else limit):
+            return pos, -1
         end = start + length
         if end > size:
             break
@@ -485,9 +488,8 @@ def scan_deflated(
             try:
                 text = payload.decode()
             except UnicodeDecodeError:
-                if compressed:
-                    return pos, 1007  # its inflater moved on: wsproto cannot read it again
-                break
+                # A compressed one's inflater moved on: wsproto cannot read it again.
+                return pos, 1007 if compressed else -1
             receive(text, True)
         else:
             receive(payload, True)

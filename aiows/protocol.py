@@ -45,6 +45,7 @@ from .config import Config
 from .exceptions import ConnectionClosed
 from .frames import (
     PLAIN,
+    SMALL_FRAME,
     FastReader,
     encode_frame,
     encode_frame_as,
@@ -143,6 +144,7 @@ class Protocol(asyncio.BufferedProtocol):
         "_inflate",
         "_on_lost",
         "_opening",
+        "_partial",
         "_permessage",
         "_pings",
         "_plain",
@@ -213,6 +215,7 @@ class Protocol(asyncio.BufferedProtocol):
         # (see _read_deflated and encode_data), with its inflate_message for this side.
         self._permessage: BoundedDeflate | None = None
         self._inflate: Callable[[bytes], bytes | int] | None = None
+        self._partial = b""  # the start of a frame it holds (see _read_deflated)
         # ... and a server's, unmasked: the fast path of send_data.
         self._plain = False
         #: Which shared frames are valid here: :data:`PLAIN`, a deflate window, or
@@ -345,9 +348,16 @@ class Protocol(asyncio.BufferedProtocol):
     def _read_deflated(self, data: bytes) -> bytes:
         """Read the whole messages at the front of ``data`` on a compressing connection,
         between messages, without wsproto (see :func:`~aiows.frames.scan_deflated`);
-        return the bytes from the first frame not read on, wsproto's to read."""
+        return the bytes from the first frame not read on, wsproto's to read.
+
+        The start of a frame at the end (shorter than :data:`~aiows.frames.SMALL_FRAME`)
+        is kept until the rest of it arrives; a longer one goes to wsproto, which reads
+        a large frame as it arrives.
+        """
         inflate = self._inflate
         assert inflate is not None and self.receiver is not None
+        if self._partial:
+            data, self._partial = self._partial + data, b""
         limit = self.config.max_size
         pos, code = scan_deflated(
             data,
@@ -358,12 +368,13 @@ class Protocol(asyncio.BufferedProtocol):
         )
         if pos:
             self._activity = True
-        if code:
-            self._fail(code, _DEFLATE_ERRORS[code])
-            return b""
-        if pos == len(data):
             if self._timer is None:
                 self._watch_deflate()
+        if code > 0:
+            self._fail(code, _DEFLATE_ERRORS[code])
+            return b""
+        if code == 0 and len(data) - pos < SMALL_FRAME:
+            self._partial = data[pos:]
             return b""
         return data[pos:] if pos else data
 

@@ -580,6 +580,7 @@ _whole = st.tuples(
     st.lists(_whole, min_size=1, max_size=6),
     st.builds(Deflate, st.booleans(), st.integers(9, 15)),
     st.sampled_from([None, 100, 1000]),
+    st.lists(st.integers(0, 2**14), max_size=6),
     st.booleans(),
     st.booleans(),
 )
@@ -587,13 +588,14 @@ def test_whole_compressed_messages_agree_and_skip_wsproto(
     messages: list[tuple[int, bytes, bool]],
     deflate: Deflate,
     max_size: int | None,
-    one_chunk: bool,
+    cuts: list[int],
+    at_frames: bool,
     aiows_is_client: bool,
 ) -> None:
-    """Whole messages in single frames, compressed or not, text often not UTF-8: what
-    aiows delivers and the close code it sends agree with websockets; in a stream
-    without a fault, frames that arrive whole never reach wsproto (the fast path of
-    compressed connections)."""
+    """Whole messages in single frames, compressed or not, text often not UTF-8, the
+    bytes split anywhere: what aiows delivers and the close code it sends agree with
+    websockets; in a stream without a fault, no byte reaches wsproto (the fast path of
+    compressed connections keeps the start of a small frame until its rest arrives)."""
     stream = Stream(masked=not aiows_is_client, max_size=max_size, deflate=deflate)
     bounds = []
     for opcode, payload, compressed in messages:
@@ -601,8 +603,7 @@ def test_whole_compressed_messages_agree_and_skip_wsproto(
             stream.message(opcode, payload, [], compressed, controls=[])
             bounds.append(len(stream.data))
     assume(not stream.ambiguous)
-    data = bytes(stream.data)
-    chunks = [data] if one_chunk else _chunks(data, bounds)
+    chunks = _chunks(bytes(stream.data), cuts + bounds if at_frames else cuts)
     wsproto_read: list[bytes] = []
 
     def spy(protocol: Protocol) -> None:
