@@ -199,6 +199,16 @@ SCENARIOS = [
         [Metric("RSS", "KiB per connection", False, 1), Metric("not echoed", "messages", False)],
         active_memory,
     ),
+    Scenario(
+        "H",
+        "compressed echo: B with permessage-deflate, {connections} connections x "
+        "{inflight} JSON chat messages of {size} bytes in flight, {messages:,} per connection",
+        "deflate",
+        {"connections": 100, "messages": 200, "inflight": 16, "size": 866, "deflate": True},
+        {"connections": 100, "messages": 500, "inflight": 16, "size": 866, "deflate": True},
+        [Metric("messages", "/s", True), Metric("server CPU", "s per 1M msgs", False, 1)],
+        throughput,
+    ),
 ]
 
 

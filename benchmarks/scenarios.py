@@ -146,18 +146,25 @@ class Pump:
 
 
 class Echo:
-    """Scenarios B and C: many connections, each keeping several echo messages in flight."""
+    """Scenarios B, C and H: many connections, each keeping several echo messages in
+    flight; in H with permessage-deflate, the messages chat lines, compressed."""
 
     def __init__(self, host: str, port: int, params: Params) -> None:
         self.host, self.port = host, port
         self.connections: int = params["connections"]
         self.per_connection: int = params["messages"]
         self.inflight: int = params["inflight"]
+        self.deflate = bool(params.get("deflate"))
         opcode = BINARY if params.get("binary") else TEXT
-        self.data = frame(opcode, b"x" * params["size"])
+        if self.deflate:
+            self.data = deflated_frame(TEXT, chat_message(0)[: params["size"]])
+        else:
+            self.data = frame(opcode, b"x" * params["size"])
 
     async def prepare(self) -> None:
-        self.clients = await open_many(self.host, self.port, self.connections, SETUP_CONCURRENCY)
+        self.clients = await open_many(
+            self.host, self.port, self.connections, SETUP_CONCURRENCY, deflate=self.deflate
+        )
 
     async def measure(self) -> dict[str, Any]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -398,4 +405,5 @@ SCENARIOS: dict[str, Callable[[str, int, Params], Scenario]] = {
     "E": Memory,
     "F": Handshakes,
     "G": ActiveMemory,
+    "H": Echo,
 }
