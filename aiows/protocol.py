@@ -469,7 +469,7 @@ class Protocol(asyncio.BufferedProtocol):
 
     def _open(self, extensions: list[Extension], trailing: bytes) -> None:
         opening, self._opening = self._opening, None  # its bytes are no longer needed
-        if extensions:  # permessage-deflate: wsproto reads and writes every data frame
+        if extensions:  # permessage-deflate: wsproto reads and writes what aiows does not
             self._conn = new_connection(self.client, extensions, self.config.max_size)
             self._uncompressed = self._fast_read = not is_compressed(extensions)
             self._deflate = None if self._uncompressed else extensions
