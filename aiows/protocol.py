@@ -101,11 +101,11 @@ YIELD_AFTER = 2**18
 COMPRESSOR_IDLE = 0.5
 
 
-#: The headers of unmasked final frames with a payload shorter than 126 bytes, by
-#: length: text frames, binary frames.
 #: The reasons of the close codes :meth:`Protocol._read_deflated` fails a connection with.
 _DEFLATE_ERRORS = {1007: "invalid compressed message", 1009: "message too big"}
 
+#: The headers of unmasked final frames with a payload shorter than 126 bytes, by
+#: length: text frames, binary frames.
 _TEXT_HEADS = tuple(frame_header(size, 0x81) for size in range(126))
 _BINARY_HEADS = tuple(frame_header(size, 0x82) for size in range(126))
 
