@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from types import MethodType
 from typing import TYPE_CHECKING
 
 from wsproto import ConnectionType
@@ -31,6 +32,8 @@ from wsproto.frame_protocol import (
     MAX_PROTOCOL_CLOSE_REASON,
     MIN_CLOSE_REASON,
     CloseReason,
+    Frame,
+    FrameProtocol,
     Opcode,
     RsvBits,
 )
@@ -39,7 +42,7 @@ from .frames import COMPRESSION_LEVEL, PLAIN, deflate_bound
 from .heap import HEAP
 
 if TYPE_CHECKING:
-    from wsproto.frame_protocol import FrameDecoder, FrameProtocol
+    from wsproto.frame_protocol import FrameDecoder
 
 __all__ = [
     "BoundedDeflate",
@@ -97,10 +100,34 @@ def new_connection(
     conn = Connection(kind, list(extensions))
     # Assumption: Connection keeps its event queue in ``_events`` (see _Events).
     conn._events = _Events()  # type: ignore[assignment]
+    # Assumption: Connection._proto is its FrameProtocol, which reads a close frame's
+    # payload with the method _process_close(frame), looked up on the instance.
+    proto = conn._proto
+    proto._process_close = MethodType(_process_close, proto)  # type: ignore[method-assign]
     return conn
 
 
-_CLOSE_CODES = frozenset(int(code) for code in CloseReason)
+#: Close codes in IANA's registry that wsproto 1.x's ``CloseReason`` lacks, which it
+#: fails as "unknown reserved" (1002): 1014, Bad Gateway, that a gateway sends when its
+#: upstream server failed. websockets accepts it; so does aiows.
+LATER_CLOSE_CODES = frozenset({1014})
+
+
+def _process_close(proto: FrameProtocol, frame: Frame) -> Frame:
+    """wsproto's reading of a close frame's payload, with :data:`LATER_CLOSE_CODES` taken."""
+    payload = frame.payload
+    if (
+        isinstance(payload, (bytes, bytearray))
+        and len(payload) >= 2
+        and (payload[0] << 8 | payload[1]) in LATER_CLOSE_CODES
+    ):
+        close = close_of(bytes(payload))
+        if close is not None:  # with a reason that is UTF-8
+            return Frame(frame.opcode, close, frame.frame_finished, frame.message_finished)
+    return FrameProtocol._process_close(proto, frame)
+
+
+_CLOSE_CODES = frozenset(int(code) for code in CloseReason) | LATER_CLOSE_CODES
 
 
 def close_of(payload: bytes) -> tuple[int, str] | None:
@@ -109,9 +136,11 @@ def close_of(payload: bytes) -> tuple[int, str] | None:
 
     An empty payload is 1005 (RFC 6455 §7.1.5). wsproto refuses a 1-byte payload, a code
     outside 1000-4999, one that only an endpoint may report (1005, 1006, 1015), an
-    unassigned one below 3000, and a reason that is not UTF-8. This lets an uncompressed
-    connection that only saw plain data frames close without ever building wsproto's
-    connection; ``tests/test_adapter.py`` compares it with wsproto for every code.
+    unassigned one below 3000 (but :data:`LATER_CLOSE_CODES`, which the connections
+    :func:`new_connection` returns take too), and a reason that is not UTF-8. This lets
+    an uncompressed connection that only saw plain data frames close without ever
+    building wsproto's connection; ``tests/test_adapter.py`` compares it with wsproto's
+    and websockets's reading for every code.
     """
     if not payload:
         return int(CloseReason.NO_STATUS_RCVD), ""

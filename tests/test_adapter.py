@@ -16,6 +16,8 @@ from importlib.metadata import version
 
 import pytest
 from rawclient import frame
+from websockets.exceptions import ProtocolError
+from websockets.frames import Close
 from wsproto.connection import Connection
 
 from aiows.adapter import (
@@ -383,3 +385,24 @@ def test_close_of_agrees_with_wsproto_on_every_code_and_on_reasons() -> None:
     payloads += [b"\x03\xe8\xff", b"\x03\xe8\xc3", b"\x0f\xa0\xed\xa0\x80"]  # bad UTF-8
     for payload in payloads:
         assert close_of(payload) == _wsproto_close(payload), payload
+
+
+def _websockets_close(payload: bytes) -> tuple[int, str] | None:
+    """What websockets makes of a close frame's ``payload``, or None if it fails it."""
+    try:
+        close = Close.parse(payload)
+    except (ProtocolError, UnicodeDecodeError):
+        return None
+    return close.code, close.reason
+
+
+def test_close_frames_are_read_as_websockets_reads_them() -> None:
+    # Both of aiows's readers: close_of (the fast path) and wsproto's connection as
+    # new_connection makes it. 1014 (Bad Gateway) is in IANA's registry and not in
+    # wsproto's list: without LATER_CLOSE_CODES, wsproto fails it with 1002.
+    payloads = [b"", b"\x03"] + [struct.pack("!H", code) + b"why" for code in range(65536)]
+    payloads += [b"\x03\xf6\xff", b"\x03\xf6" + "é".encode() * 61]
+    for payload in payloads:
+        expected = _websockets_close(payload)
+        assert close_of(payload) == expected, payload
+        assert _wsproto_close(payload) == expected, payload

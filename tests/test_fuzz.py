@@ -70,11 +70,10 @@ FUZZ = settings(
     ],
 )
 _TAIL = b"\x00\x00\xff\xff"
-# NOTE 7: 1014 (Bad Gateway, in IANA's registry) is valid, and websockets accepts it;
-# wsproto 1.3 does not know it, so aiows fails such a close with 1002. Left out until
-# aiows's close handling accepts it (see the report of issue 11).
+# NOTE 7: 1014 (Bad Gateway) is in IANA's registry but not in wsproto 1.3's list; aiows
+# reads it as websockets does (see adapter.close_of).
 _CLOSE_CODES = [
-    *(1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013),
+    *(1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014),
     *(3000, 3999, 4000, 4999),  # valid
     *(0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535),  # invalid
 ]

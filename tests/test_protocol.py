@@ -406,3 +406,45 @@ async def test_reading_yields_a_loop_turn_to_the_application_after_a_large_read(
     await asyncio.sleep(0)
     assert wire.reading
     assert accepted[0].pending_messages == 11
+
+
+@pytest.mark.parametrize("path", ["fast", "after-a-ping", "compressed"])
+async def test_a_peer_closing_with_1014_bad_gateway_is_answered_with_1014(path: str) -> None:
+    # 1014 is in IANA's registry (a gateway whose upstream failed); wsproto 1.3 does
+    # not know it and aiows answered it with 1002 on every path.
+    seen: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        with pytest.raises(aiows.ConnectionClosedError):  # 1014 is not a normal close
+            async for _ in ws:
+                pass
+        seen.set_result((ws.close_code, ws.close_reason))
+
+    compression = "deflate" if path == "compressed" else None
+    async with running(handler, compression=path == "compressed") as server:
+        async with websockets.connect(url(server), compression=compression) as peer:
+            if path == "after-a-ping":
+                await asyncio.wait_for(await peer.ping(), TIMEOUT)
+            await peer.send("x" * 300)
+            await peer.close(1014, "upstream down")
+            assert (peer.close_code, peer.close_reason) == (1014, "upstream down")
+        assert await asyncio.wait_for(seen, TIMEOUT) == (1014, "upstream down")
+
+
+@pytest.mark.parametrize("compression", [False, True])
+async def test_the_client_reads_a_close_with_1014_bad_gateway(compression: bool) -> None:
+    answers: list[int | None] = []
+
+    async def gateway(peer: websockets.ServerConnection) -> None:
+        await peer.recv()
+        await peer.close(1014, "upstream down")
+        answers.append(peer.close_code)  # the code of aiows's answer
+
+    async with websockets.serve(gateway, "127.0.0.1", 0) as served:
+        port = served.sockets[0].getsockname()[1]
+        async with aiows.connect(f"ws://127.0.0.1:{port}", compression=compression) as ws:
+            await ws.send("hello")
+            with pytest.raises(aiows.ConnectionClosedError):
+                await asyncio.wait_for(ws.recv(), TIMEOUT)
+        assert (ws.close_code, ws.close_reason) == (1014, "upstream down")
+    assert answers == [1014]
