@@ -10,6 +10,10 @@ them. The figure is the server's CPU µs per round trip, the min over ``runs`` r
 (contention only ever adds to it). ``--profile`` instead runs an aiows server in this
 process under cProfile (the client in a thread, which the profiler does not see) and
 prints the calls per round trip.
+
+``--servers floor-callback,floor-task`` measures the floor of the two designs (see
+``servers/floor_server.py``): an echo that answers from the protocol's callback, and one
+that wakes a task to answer, as ``async for message in ws`` does.
 """
 
 from __future__ import annotations

@@ -30,6 +30,12 @@ SERVERS: dict[str, list[str]] = {
     "websocket-server": ["wsserver_server.py"],
 }
 
+#: Not WebSocket servers: the least an asyncio echo does per message (``echo_cpu.py``).
+FLOORS: dict[str, list[str]] = {
+    "floor-callback": ["floor_server.py", "--mode", "callback"],
+    "floor-task": ["floor_server.py", "--mode", "task"],
+}
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -114,7 +120,7 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 
 async def start_server(name: str, mode: str, port: int, log: str) -> asyncio.subprocess.Process:
     """Start one server and wait for its READY line."""
-    script, *extra = SERVERS[name]
+    script, *extra = SERVERS[name] if name in SERVERS else FLOORS[name]
     path = os.path.join(HERE, "servers", script)
     env = {
         **os.environ,
