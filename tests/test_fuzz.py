@@ -620,6 +620,32 @@ def test_whole_compressed_messages_agree_and_skip_wsproto(
         assert not wsproto_read
 
 
+@pytest.mark.parametrize("aiows_is_client", [False, True])
+def test_compressed_messages_trickled_one_byte_at_a_time(aiows_is_client: bool) -> None:
+    """Every byte in a read of its own, as a slow or hostile peer sends them: headers of
+    each length cut everywhere, compressed and plain, text and binary; the same messages
+    as websockets, and none of the small frames' bytes through wsproto."""
+    stream = Stream(masked=not aiows_is_client, max_size=None, deflate=Deflate(False, 12))
+    texts = ["hi", "é" * 40, "chat " * 400]  # 7-bit, 16-bit lengths
+    for index, text in enumerate(texts):
+        stream.message(0x1, text.encode(), [], True, controls=[])
+        stream.message(0x2, bytes(range(index * 50)), [], False, controls=[])
+    data = bytes(stream.data)
+    wsproto_read: list[bytes] = []
+
+    def spy(protocol: Protocol) -> None:
+        conn = protocol._conn
+        assert conn is not None
+        receive = conn.receive_data
+        conn.receive_data = lambda data: (wsproto_read.append(data), receive(data))[1]  # type: ignore[method-assign]
+
+    chunks = [data[i : i + 1] for i in range(len(data))]
+    actual = run_aiows(stream, chunks, aiows_is_client, spy)
+    assert actual == run_oracle(stream, chunks, aiows_is_client)
+    assert actual.messages[::2] == texts
+    assert not wsproto_read
+
+
 _sends = st.tuples(
     st.one_of(st.text(max_size=300), st.binary(max_size=3000)),
     st.booleans(),  # fragmented: sent in two frames (through wsproto)
