@@ -237,6 +237,7 @@ class SizeLimit(Extension):
         self.max_size = max_size
         self._size = 0  # the message's frames read so far
         self._frame = 0  # the data frame being read
+        self._data = False  # the frame being read is a data frame
         self._compressed = False
 
     def enabled(self) -> bool:
@@ -255,7 +256,8 @@ class SizeLimit(Extension):
         # wsproto calls this again for the same header when its masking key had not
         # arrived yet: it must count nothing until the frame is complete.
         self._frame = 0
-        if opcode.iscontrol():
+        self._data = not opcode.iscontrol()
+        if not self._data:
             return _NO_RSV
         if opcode is not Opcode.CONTINUATION:
             # RSV1 without permessage-deflate agreed is a 1002 from wsproto.
@@ -271,7 +273,10 @@ class SizeLimit(Extension):
     def frame_inbound_complete(
         self, proto: FrameDecoder | FrameProtocol, fin: bool
     ) -> bytes | CloseReason | None:
-        self._size += self._frame
+        if self._data:
+            # A final frame ends the message: a continuation after it starts from 0
+            # (and is wsproto's 1002), a control frame between fragments counts nothing.
+            self._size = 0 if fin else self._size + self._frame
         self._frame = 0
         return None
 

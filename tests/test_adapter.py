@@ -110,6 +110,26 @@ def test_size_limit_is_first_and_refuses_a_long_header_with_1009() -> None:
     assert isinstance(events[0], CloseConnection) and events[0].code == 1009
 
 
+def _close_code_after(frames: list[bytes], max_size: int) -> int | None:
+    conn = new_connection(False, [], max_size)
+    conn.receive_data(b"".join(frames))
+    closes = [e.code for e in conn.events() if isinstance(e, CloseConnection)]
+    return int(closes[0]) if closes else None
+
+
+def test_size_limit_counts_a_fragmented_message_and_starts_again_after_it() -> None:
+    # A continuation after a finished message is a 1002, not its message's 1009: the
+    # limit counted the finished message's bytes on (found by tests/test_fuzz.py).
+    whole = [frame(b"", fin=False), frame(b"x" * 1000, opcode=0)]
+    assert _close_code_after(whole, 1000) is None
+    assert _close_code_after([*whole, frame(b"y", opcode=0)], 1000) == 1002
+    assert _close_code_after([*whole, frame(b"y" * 1000)], 1000) is None
+    # A ping between fragments counts nothing and ends nothing.
+    split = [frame(b"x" * 600, fin=False), frame(b"", opcode=9), frame(b"x" * 401, opcode=0)]
+    assert _close_code_after(split, 1000) == 1009
+    assert _close_code_after([*split[:2], frame(b"x" * 400, opcode=0)], 1000) is None
+
+
 def test_bounded_deflate_finds_the_private_state_it_relies_on() -> None:
     deflate = BoundedDeflate(100, server_no_context_takeover=True)
     for name in ("_inbound_compressed", "_inbound_is_compressible", "_compressor", "_decompressor"):
