@@ -320,7 +320,8 @@ def _violation(data: st.DataObject, stream: Stream) -> None:
         first = stream._compress(payload[:5]) if compressed else payload[:5]
         stream.frame(0x1, first, fin=False, rsv=0b100 if compressed else 0)
         stream.frame(0x2, payload, rsv=0b100 if compressed else 0)
-        stream.interleaved = compressed
+        if not stream.over:  # the first fault is the one read (a later one is not)
+            stream.interleaved = compressed
     elif kind == "non-minimal-length":
         # NOTE 2: RFC 6455 §5.2 says the minimal length encoding MUST be used;
         # websockets accepts longer ones, wsproto (and the fast reader) fail with 1002.
