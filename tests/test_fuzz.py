@@ -433,6 +433,19 @@ def run_aiows(
     return asyncio.run(run())
 
 
+def _spy_on_wsproto(read: list[bytes]) -> Callable[[Protocol], None]:
+    """Return an ``opened`` callback for :func:`run_aiows` that appends to ``read``
+    every byte string the connection gives wsproto."""
+
+    def spy(protocol: Protocol) -> None:
+        conn = protocol._conn
+        assert conn is not None
+        receive = conn.receive_data
+        conn.receive_data = lambda data: (read.append(data), receive(data))[1]  # type: ignore[method-assign]
+
+    return spy
+
+
 def run_oracle(stream: Stream, chunks: list[bytes], aiows_is_client: bool) -> Outcome:
     """Feed the same chunks to websockets' sans-I/O protocol, on the same side."""
     side = Side.CLIENT if aiows_is_client else Side.SERVER
@@ -605,12 +618,7 @@ def test_whole_compressed_messages_agree_and_skip_wsproto(
     assume(not stream.ambiguous)
     chunks = _chunks(bytes(stream.data), cuts + bounds if at_frames else cuts)
     wsproto_read: list[bytes] = []
-
-    def spy(protocol: Protocol) -> None:
-        conn = protocol._conn
-        assert conn is not None
-        receive = conn.receive_data
-        conn.receive_data = lambda data: (wsproto_read.append(data), receive(data))[1]  # type: ignore[method-assign]
+    spy = _spy_on_wsproto(wsproto_read)
 
     actual = run_aiows(stream, chunks, aiows_is_client, spy)
     expected = run_oracle(stream, chunks, aiows_is_client)
@@ -633,12 +641,7 @@ def test_compressed_messages_trickled_one_byte_at_a_time(aiows_is_client: bool) 
         stream.message(0x2, bytes(range(index * 50)), [], False, controls=[])
     data = bytes(stream.data)
     wsproto_read: list[bytes] = []
-
-    def spy(protocol: Protocol) -> None:
-        conn = protocol._conn
-        assert conn is not None
-        receive = conn.receive_data
-        conn.receive_data = lambda data: (wsproto_read.append(data), receive(data))[1]  # type: ignore[method-assign]
+    spy = _spy_on_wsproto(wsproto_read)
 
     chunks = [data[i : i + 1] for i in range(len(data))]
     actual = run_aiows(stream, chunks, aiows_is_client, spy)
