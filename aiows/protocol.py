@@ -91,6 +91,11 @@ PROGRESS_RATE = 2**16
 #: turn to the application before the socket is read again (see ReadGate.yield_turn).
 YIELD_AFTER = 2**18
 
+#: The most one read hands wsproto (bytes), which reads small frames slowly (4 MiB of
+#: 64-byte fragments take seconds): a read that fills it ends the connection's turn, so
+#: that a peer sending such frames does not stall the other connections.
+WSPROTO_READ = 2**16
+
 #: A compressing connection that compressed nothing for between one and two of these
 #: periods (seconds; control frames do not count) frees its compressor (about 41 KiB
 #: with the default windows): the next message builds a new one, which costs it some
@@ -253,13 +258,16 @@ class Protocol(asyncio.BufferedProtocol):
                 self._start_timer(deadline - self.loop.time(), self._open_timed_out)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._reader.space()
+        space = self._reader.space()
+        return space if self._fast_read else space[:WSPROTO_READ]
 
     def buffer_updated(self, nbytes: int) -> None:
         reader = self._reader
         if not self._fast_read or self._failed:
             # The handshake, wsproto's turn, or a connection that reads no more.
             self.data_received(reader.take(nbytes))
+            if nbytes >= WSPROTO_READ:
+                self.reading.yield_turn(self.loop)  # more may wait: the others first
             return
         self._received += nbytes
         self.outbox.fresh = True  # the first reply to this may leave at once

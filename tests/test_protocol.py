@@ -408,6 +408,32 @@ async def test_reading_yields_a_loop_turn_to_the_application_after_a_large_read(
     assert accepted[0].pending_messages == 11
 
 
+async def test_reading_through_wsproto_yields_a_loop_turn_after_each_full_read() -> None:
+    """A message in many small fragments is read by wsproto, slowly: 4 MiB of 64-byte
+    fragments cost seconds. uvloop reads a socket up to 32 times before anything else
+    runs; each read that fills the buffer it was given must end the connection's turn,
+    or a peer sending such fragments stalls every other connection (Autobahn's 9.4.1
+    held up a 5.19 beside it past its one-second timer)."""
+    protocol, wire, accepted = server_pair(aiows.Config(ping_interval=None, max_size=2**22))
+    fill(protocol, handshake(), 2**16)
+    fill(protocol, frame(b"ping", opcode=9) + frame(b"small", opcode=2), 2**16)
+    assert wire.reading  # a small read: read on
+    fragments = frame(b"x" * 64, opcode=2, fin=False)
+    fragments += frame(b"x" * 64, opcode=0, fin=False) * (2**20 // 70)
+    sent = 0
+    for _ in range(3):  # the fast reader's read that hands on to wsproto, then wsproto's
+        with protocol.get_buffer(-1) as space:
+            size = len(space)
+        fill(protocol, fragments[sent : sent + size], 2**20)
+        sent += size
+        assert not wire.reading
+        await asyncio.sleep(0)
+        assert wire.reading
+    fill(protocol, fragments[sent:] + frame(b"", opcode=0), 2**20)
+    await asyncio.sleep(0)
+    assert accepted[0].pending_messages == 2
+
+
 @pytest.mark.parametrize("path", ["fast", "after-a-ping", "compressed"])
 async def test_a_peer_closing_with_1014_bad_gateway_is_answered_with_1014(path: str) -> None:
     # 1014 is in IANA's registry (a gateway whose upstream failed); wsproto 1.3 does
