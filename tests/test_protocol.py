@@ -21,7 +21,7 @@ from memory import Wire, server_pair
 from rawclient import RawClient, deaf_client, frame, handshake, shrink_send_buffer
 
 import aiows
-from aiows.protocol import TRANSITIONS, Protocol, State
+from aiows.protocol import TRANSITIONS, WSPROTO_READ, Protocol, State
 
 #: asyncio reads at most this much per ``data_received`` (the pongs of one read).
 READ_SIZE = 2**18
@@ -421,9 +421,10 @@ async def test_reading_through_wsproto_yields_a_loop_turn_after_each_full_read()
     fragments = frame(b"x" * 64, opcode=2, fin=False)
     fragments += frame(b"x" * 64, opcode=0, fin=False) * (2**20 // 70)
     sent = 0
-    for _ in range(3):  # the fast reader's read that hands on to wsproto, then wsproto's
+    for turn in range(3):  # the fast reader's read that hands on to wsproto, then wsproto's
         with protocol.get_buffer(-1) as space:
             size = len(space)
+        assert turn == 0 or size == WSPROTO_READ  # wsproto's reads are the smaller ones
         fill(protocol, fragments[sent : sent + size], 2**20)
         sent += size
         assert not wire.reading
