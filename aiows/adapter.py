@@ -485,13 +485,34 @@ class BoundedDeflate(PerMessageDeflate):
         caller checks the frame's length against :func:`deflate_bound` first, as the
         header's check does here.
         """
+        self.inflate_start(client)
+        data = self.inflate_piece(payload)
+        if isinstance(data, int):
+            return data
+        tail = self.inflate_end()
+        if isinstance(tail, int):
+            return tail
+        return data + tail if tail else data
+
+    def inflate_start(self, client: bool) -> None:
+        """Start a compressed message for a reader other than wsproto's, between
+        messages: :meth:`inflate_piece` each frame's payload, then :meth:`inflate_end`.
+        The budget is ``max_size`` again; a control frame wsproto reads in between
+        leaves the message as it is."""
         self._budget = self.max_size
         if self._decompressor is None:
             self._decompressor = self._new_decompressor(client)
         self._inbound_compressed = self._inbound_is_compressible = True
+
+    def inflate_piece(self, payload: bytes) -> bytes | int:
+        """Inflate one frame's payload of the message :meth:`inflate_start` began;
+        return the bytes, or the close code (1007, 1009) that fails the connection."""
         data = self._inflate(payload)
-        if isinstance(data, CloseReason):
-            return int(data)
+        return int(data) if isinstance(data, CloseReason) else data
+
+    def inflate_end(self) -> bytes | int:
+        """End the message :meth:`inflate_start` began, after its final frame; return
+        the last bytes, or the close code (1007, 1009) that fails the connection."""
         tail = self._inflate(_DEFLATE_TAIL)
         self._inbound_compressed = None
         if isinstance(tail, CloseReason):
@@ -499,7 +520,7 @@ class BoundedDeflate(PerMessageDeflate):
         self._inflated = True
         if self._history is None:  # no context kept between the peer's messages
             self._decompressor = None
-        return data + tail if tail else data
+        return tail
 
     def frame_inbound_payload_data(
         self, proto: FrameDecoder | FrameProtocol, data: bytes

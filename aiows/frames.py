@@ -8,11 +8,16 @@ for them, and hands everything else back for wsproto (RFC 6455 §5).
 
 from __future__ import annotations
 
+import codecs
 import os
 import struct
 import threading
 import zlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .adapter import BoundedDeflate
 
 __all__ = [
     "COMPRESSION_LEVEL",
@@ -20,6 +25,7 @@ __all__ = [
     "SCRATCH_SIZE",
     "SMALL_FRAME",
     "SPEEDUPS",
+    "DeflatedReader",
     "FastReader",
     "deflate_bound",
     "encode_frame",
@@ -28,7 +34,6 @@ __all__ = [
     "encode_parts",
     "frame_header",
     "scan",
-    "scan_deflated",
     "unmask",
 ]
 
@@ -436,65 +441,187 @@ def scan_python(
     return pos, 0
 
 
-#: The first bytes of the frames :func:`scan_deflated` takes: final text and binary
-#: frames, compressed (RSV1) or not.
-_WHOLE_MESSAGES = frozenset((0x81, 0x82, 0xC1, 0xC2))
+#: Why :class:`DeflatedReader` fails a connection, by close code.
+DEFLATED_ERRORS = {
+    1002: "expected a continuation frame",
+    1007: "invalid compressed or UTF-8 data",
+    1009: "message too big",
+}
 
 
-def scan_deflated(
-    data: bytes,
-    masked: int,
-    limit: int,
-    inflate: Callable[[bytes], bytes | int],
-    receive: Callable[[str | bytes, bool], object],
-) -> tuple[int, int]:
-    """Deliver the final data frames complete at the front of ``data``, on a connection
-    with permessage-deflate (RFC 7692), as ``receive(message, True)``; return
-    ``(pos, code)``. Call it between messages only.
+class DeflatedReader:
+    """Reads the data frames of a connection with permessage-deflate (RFC 7692) while
+    wsproto is between messages: whole messages, compressed (RSV1) or not, and
+    fragmented ones, whose frames it inflates, checks and hands on one by one as
+    ``receive(piece, final)``, as wsproto would, with the same limits and close codes.
 
-    A compressed frame (RSV1) is a whole message, inflated by ``inflate`` (the bytes,
-    or the close code that fails the connection: see
-    :meth:`~aiows.adapter.BoundedDeflate.inflate_message`). ``pos`` is where the first
-    frame not delivered starts. ``code`` says what to do from there: 0, nothing (the
-    end of ``data``, or the start of a frame that may still be taken once the rest of
-    it arrives); -1, let wsproto read, and judge what this does not take (a control
-    frame, a fragment, a header it refuses, a frame longer than ``limit`` or,
-    compressed, than ``deflate_bound(limit)``, plain text that is not UTF-8); else the
-    close code the connection fails with, after its inflater was used: 1007 (not
-    deflate data, or not UTF-8 once inflated) or 1009 (inflates past ``max_size``).
+    A whole control frame goes to ``control`` (wsproto's to read, also between two
+    fragments: it leaves wsproto between messages). A frame it does not take at the
+    start of a message (a header it refuses, a reserved opcode or bit, a frame longer
+    than ``max_size`` or, compressed, than :func:`deflate_bound` of it) is handed back
+    with the bytes after it, for wsproto to read and judge; inside a fragmented
+    message only frames wsproto fails on their own are (the one it would not, a new
+    message, fails here with 1002).
+
+    The start of a frame at the end of the bytes is kept until the rest of it arrives,
+    its length checked as soon as its header is in: in a buffer that grows with what
+    arrives, read again only once the frame is whole.
     """
-    size = len(data)
-    pos = 0
-    while size - pos >= 2:
-        first = data[pos]
-        if first not in _WHOLE_MESSAGES:
-            return pos, -1
-        start, length = _header(data, pos, size, masked)
-        if not start:
-            return pos, length  # -1: a header to refuse; 0: the header goes on
-        compressed = first & 0x40
-        if length > (deflate_bound(limit) if compressed else limit):
-            return pos, -1
-        end = start + length
-        if end > size:
-            break
-        payload = _payload_at(data, start, end, masked)
-        if compressed:
-            inflated = inflate(payload)
+
+    __slots__ = (
+        "_client",
+        "_compressed",
+        "_decoder",
+        "_deflate",
+        "_held",
+        "_limit",
+        "_masked",
+        "_need",
+        "_opcode",
+        "_size",
+    )
+
+    def __init__(self, deflate: BoundedDeflate, *, client: bool, max_size: int | None) -> None:
+        self._deflate = deflate
+        self._client = client
+        #: A server reads masked frames, a client unmasked ones.
+        self._masked = 0 if client else 0x80
+        self._limit = 2**63 if max_size is None else max_size
+        self._held = bytearray()  # the start of a frame that has not all arrived
+        self._need = 0  # its length once its header is in, else 0
+        # The fragmented message under way: its opcode (0 between messages), whether
+        # it is compressed, its bytes so far (inflated ones if so), its UTF-8 decoder.
+        self._opcode = 0
+        self._compressed = False
+        self._size = 0
+        self._decoder: codecs.IncrementalDecoder | None = None
+
+    @property
+    def held(self) -> int:
+        """The bytes of a partial frame kept until the rest of it arrives."""
+        return len(self._held)
+
+    def feed(
+        self,
+        data: bytes,
+        receive: Callable[[str | bytes, bool], object],
+        control: Callable[[bytes], bool],
+    ) -> tuple[bytes, int]:
+        """Read ``data``, the stream's next bytes; return ``(rest, code)``.
+
+        ``rest`` is wsproto's to read: the bytes from the first frame not taken on
+        (empty when every byte was taken or is kept). ``code`` is 0, or the close code
+        the connection fails with: 1002 (a new message inside a fragmented one), 1007
+        (not deflate data, or text not UTF-8), 1009 (a message over ``max_size``).
+        ``control(frame)`` reads a control frame; False stops reading there (a close
+        frame, a failure).
+        """
+        buf: bytes | bytearray = data
+        kept = self._held
+        if kept:
+            kept += data
+            if len(kept) < self._need:
+                return b"", 0
+            buf, self._held = kept, bytearray()
+        size = len(buf)
+        pos = need = 0
+        masked, limit = self._masked, self._limit
+        while size - pos >= 2:
+            first = buf[pos]
+            start, length = _header(buf, pos, size, masked)
+            if not start and not length:
+                break  # the header goes on
+            opcode = first & 0x0F
+            if opcode >= 8:
+                if length < 0 or length > 125 or first & 0xF0 != 0x80:
+                    return bytes(buf[pos:]), 0  # wsproto fails it: fragmented, RSV, long
+                end = start + length
+                if end > size:
+                    need = end - pos
+                    break
+                if not control(bytes(buf[pos:end])):
+                    return b"", 0
+                pos = end
+                continue
+            if length < 0 or opcode > 2:
+                return bytes(buf[pos:]), 0  # wsproto judges it (it fails it mid-message)
+            if opcode:
+                if self._opcode:
+                    return b"", 1002
+                compressed = first & 0x40
+                if first & 0x30 or length > (deflate_bound(limit) if compressed else limit):
+                    return bytes(buf[pos:]), 0
+            elif not self._opcode or first & 0x70:
+                return bytes(buf[pos:]), 0  # wsproto fails a stray continuation
+            elif length > (
+                deflate_bound(limit - self._size) if self._compressed else limit - self._size
+            ):
+                return b"", 1009
+            end = start + length
+            if end > size:
+                need = end - pos
+                break
+            code = self._take(first, _payload_at(buf, start, end, masked), receive)
+            if code:
+                return b"", code
+            pos = end
+        if pos < size:
+            self._held = kept if buf is kept and not pos else bytearray(buf[pos:])
+            self._need = need
+        return b"", 0
+
+    def _take(
+        self, first: int, payload: bytes, receive: Callable[[str | bytes, bool], object]
+    ) -> int:
+        """Hand on one data frame's payload; return 0, or the close code to fail with."""
+        final = first & 0x80 != 0
+        opcode = first & 0x0F
+        if opcode and final:  # a whole message
+            if first & 0x40:
+                inflated = self._deflate.inflate_message(payload, self._client)
+                if isinstance(inflated, int):
+                    return inflated
+                payload = inflated
+            if opcode == OP_TEXT:
+                try:
+                    text = payload.decode()
+                except UnicodeDecodeError:
+                    return 1007
+                receive(text, True)
+            else:
+                receive(payload, True)
+            return 0
+        if opcode:  # the first frame of a fragmented message
+            self._opcode, self._compressed, self._size = opcode, first & 0x40 != 0, 0
+            self._decoder = _utf8_decoder() if opcode == OP_TEXT else None
+            if self._compressed:
+                self._deflate.inflate_start(self._client)
+        if self._compressed:
+            inflated = self._deflate.inflate_piece(payload)
+            if final and not isinstance(inflated, int):
+                tail = self._deflate.inflate_end()
+                inflated = tail if isinstance(tail, int) else inflated + tail
             if isinstance(inflated, int):
-                return pos, inflated
+                return inflated
             payload = inflated
-        if first & 0x0F == OP_TEXT:
-            try:
-                text = payload.decode()
-            except UnicodeDecodeError:
-                # A compressed one's inflater moved on: wsproto cannot read it again.
-                return pos, 1007 if compressed else -1
-            receive(text, True)
-        else:
-            receive(payload, True)
-        pos = end
-    return pos, 0
+        self._size += len(payload)
+        if final:
+            self._opcode = 0
+        decoder = self._decoder
+        if decoder is None:
+            receive(payload, final)
+            return 0
+        try:
+            text = decoder.decode(payload, final)
+        except UnicodeDecodeError:
+            return 1007
+        if final:
+            self._decoder = None
+        receive(text, final)
+        return 0
+
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
 #: The fast reader's loop: the C accelerator's ``scan_frames`` if in use, else

@@ -44,14 +44,14 @@ from .adapter import (
 from .config import Config
 from .exceptions import ConnectionClosed
 from .frames import (
+    DEFLATED_ERRORS,
     PLAIN,
-    SMALL_FRAME,
+    DeflatedReader,
     FastReader,
     encode_frame,
     encode_frame_as,
     encode_parts,
     frame_header,
-    scan_deflated,
     unmask,
 )
 from .http import Request, Response
@@ -106,9 +106,6 @@ WSPROTO_READ = 2**16
 COMPRESSOR_IDLE = 0.5
 
 
-#: The reasons of the close codes :meth:`Protocol._read_deflated` fails a connection with.
-_DEFLATE_ERRORS = {1007: "invalid compressed message", 1009: "message too big"}
-
 #: The headers of unmasked final frames with a payload shorter than 126 bytes, by
 #: length: text frames, binary frames.
 _TEXT_HEADS = tuple(frame_header(size, 0x81) for size in range(126))
@@ -144,12 +141,11 @@ class Protocol(asyncio.BufferedProtocol):
         "_conn",
         "_deadlines",
         "_deflate",
+        "_deflated",
         "_failed",
         "_fast_read",
-        "_inflate",
         "_on_lost",
         "_opening",
-        "_partial",
         "_permessage",
         "_pings",
         "_plain",
@@ -216,11 +212,10 @@ class Protocol(asyncio.BufferedProtocol):
         self._uncompressed = False
         # With it: the extensions agreed on, whose compressor an idle connection frees.
         self._deflate: list[Extension] | None = None
-        # ... whose permessage-deflate reads and writes whole messages without wsproto
-        # (see _read_deflated and encode_data), with its inflate_message for this side.
+        # ... whose permessage-deflate writes whole messages without wsproto (see
+        # encode_data), and whose data frames are read without it (see _read_deflated).
         self._permessage: BoundedDeflate | None = None
-        self._inflate: Callable[[bytes], bytes | int] | None = None
-        self._partial = b""  # the start of a frame it holds (see _read_deflated)
+        self._deflated: DeflatedReader | None = None
         # ... and a server's, unmasked: the fast path of send_data.
         self._plain = False
         #: Which shared frames are valid here: :data:`PLAIN`, a deflate window, or
@@ -321,13 +316,18 @@ class Protocol(asyncio.BufferedProtocol):
             self._read_events(self._wsproto(), rest)
 
     def _read_events(self, conn: Connection, data: bytes) -> None:
+        """Read ``data``: on a compressing connection between wsproto's messages, the
+        data frames without wsproto (see :meth:`_read_deflated`); the rest with it."""
+        if self._deflated is not None and idle(conn):
+            data = self._read_deflated(conn, data)
+            if not data:
+                return
+        self._read_wsproto(conn, data)
+
+    def _read_wsproto(self, conn: Connection, data: bytes) -> None:
         """Give ``data`` to wsproto and act on the events it yields."""
         receiver = self.receiver
         assert receiver is not None
-        if self._inflate is not None and idle(conn):
-            data = self._read_deflated(data)
-            if not data:
-                return
         conn.receive_data(data)
         for event in conn.events():
             if isinstance(event, (TextMessage, BytesMessage)):
@@ -353,38 +353,29 @@ class Protocol(asyncio.BufferedProtocol):
         if self._timer is None and self._deflate is not None:
             self._watch_deflate()
 
-    def _read_deflated(self, data: bytes) -> bytes:
-        """Read the whole messages at the front of ``data`` on a compressing connection,
-        between messages, without wsproto (see :func:`~aiows.frames.scan_deflated`);
-        return the bytes from the first frame not read on, wsproto's to read.
-
-        The start of a frame at the end (shorter than :data:`~aiows.frames.SMALL_FRAME`)
-        is kept until the rest of it arrives; a longer one goes to wsproto, which reads
-        a large frame as it arrives.
+    def _read_deflated(self, conn: Connection, data: bytes) -> bytes:
+        """Read the data frames at the front of ``data`` on a compressing connection,
+        without wsproto (see :class:`~aiows.frames.DeflatedReader`); control frames go
+        to wsproto one by one. Return the bytes from the first frame not read on,
+        wsproto's to read.
         """
-        inflate = self._inflate
-        assert inflate is not None and self.receiver is not None
-        if self._partial:
-            data, self._partial = self._partial + data, b""
-        limit = self.config.max_size
-        pos, code = scan_deflated(
-            data,
-            0 if self.client else 0x80,
-            2**63 if limit is None else limit,
-            inflate,
-            self.receiver._receive,
-        )
-        if pos:
+        reader = self._deflated
+        assert reader is not None and self.receiver is not None
+        had = reader.held + len(data)
+        rest, code = reader.feed(data, self.receiver._receive, partial(self._read_control, conn))
+        if had - len(rest) - reader.held > 0:  # frames were read
             self._activity = True
             if self._timer is None:
                 self._watch_deflate()
-        if code > 0:
-            self._fail(code, _DEFLATE_ERRORS[code])
+        if code:
+            self._fail(code, DEFLATED_ERRORS[code])
             return b""
-        if code == 0 and len(data) - pos < SMALL_FRAME:
-            self._partial = data[pos:]
-            return b""
-        return data[pos:] if pos else data
+        return rest
+
+    def _read_control(self, conn: Connection, frame: bytes) -> bool:
+        """Read one whole control frame with wsproto; return whether reading goes on."""
+        self._read_wsproto(conn, frame)
+        return self.receiving
 
     def eof_received(self) -> bool | None:
         # A half-closed peer sends nothing more; close our side too (RFC 6455 §7.1.1).
@@ -483,7 +474,9 @@ class Protocol(asyncio.BufferedProtocol):
             self._deflate = None if self._uncompressed else extensions
             self._permessage = permessage = bounded_deflate(extensions)
             if permessage is not None:
-                self._inflate = partial(permessage.inflate_message, client=self.client)
+                self._deflated = DeflatedReader(
+                    permessage, client=self.client, max_size=self.config.max_size
+                )
             self._plain = self._uncompressed and not self.client
             self.frame_format = frame_format(self.client, extensions)
         else:
