@@ -4,6 +4,8 @@ Nothing here knows of sockets, asyncio or connections. The encoders build the fr
 a server (unmasked) or a client (masked) sends; :class:`FastReader` takes bytes and
 delivers the plain final data frames at their front, making the checks wsproto makes
 for them, and hands everything else back for wsproto (RFC 6455 §5).
+:class:`DeflatedReader` does the same with permessage-deflate (RFC 7692), for whole and
+fragmented messages, compressed or not.
 """
 
 from __future__ import annotations
