@@ -362,7 +362,7 @@ class Protocol(asyncio.BufferedProtocol):
         reader = self._deflated
         assert reader is not None and self.receiver is not None
         had = reader.held + len(data)
-        rest, code = reader.feed(data, self.receiver._receive, partial(self._read_control, conn))
+        rest, code = reader.feed(data, self.receiver._receive, self._read_control)
         if had - len(rest) - reader.held > 0:  # frames were read
             self._activity = True
             if self._timer is None:
@@ -372,8 +372,10 @@ class Protocol(asyncio.BufferedProtocol):
             return b""
         return rest
 
-    def _read_control(self, conn: Connection, frame: bytes) -> bool:
+    def _read_control(self, frame: bytes) -> bool:
         """Read one whole control frame with wsproto; return whether reading goes on."""
+        conn = self._conn
+        assert conn is not None
         self._read_wsproto(conn, frame)
         return self.receiving
 
