@@ -16,10 +16,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .adapter import BoundedDeflate
+from typing import Protocol
 
 __all__ = [
     "COMPRESSION_LEVEL",
@@ -451,6 +448,16 @@ DEFLATED_ERRORS = {
 }
 
 
+class Inflater(Protocol):
+    """What :class:`DeflatedReader` inflates with: the connection's permessage-deflate
+    (``aiows.adapter.BoundedDeflate``). Each returns the bytes, or a close code."""
+
+    def inflate_message(self, payload: bytes, client: bool) -> bytes | int: ...
+    def inflate_start(self, client: bool) -> None: ...
+    def inflate_piece(self, payload: bytes) -> bytes | int: ...
+    def inflate_end(self) -> bytes | int: ...
+
+
 class DeflatedReader:
     """Reads the data frames of a connection with permessage-deflate (RFC 7692) while
     wsproto is between messages: whole messages, compressed (RSV1) or not, and
@@ -483,7 +490,7 @@ class DeflatedReader:
         "_size",
     )
 
-    def __init__(self, deflate: BoundedDeflate, *, client: bool, max_size: int | None) -> None:
+    def __init__(self, deflate: Inflater, *, client: bool, max_size: int | None) -> None:
         self._deflate = deflate
         self._client = client
         #: A server reads masked frames, a client unmasked ones.
