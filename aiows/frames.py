@@ -4,8 +4,8 @@ Nothing here knows of sockets, asyncio or connections. The encoders build the fr
 a server (unmasked) or a client (masked) sends; :class:`FastReader` takes bytes and
 delivers the plain final data frames at their front, making the checks wsproto makes
 for them, and hands everything else back for wsproto (RFC 6455 §5).
-:class:`DeflatedReader` does the same with permessage-deflate (RFC 7692), for whole and
-fragmented messages, compressed or not.
+:class:`MessageReader` reads the rest of the data frames, fragmented messages too, and
+with permessage-deflate (RFC 7692) compressed ones, handing control frames on.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ __all__ = [
     "SCRATCH_SIZE",
     "SMALL_FRAME",
     "SPEEDUPS",
-    "DeflatedReader",
     "FastReader",
+    "MessageReader",
     "deflate_bound",
     "encode_frame",
     "encode_frame_as",
@@ -40,7 +40,7 @@ _pack_short = struct.Struct("!BBH").pack
 _pack_long = struct.Struct("!BBQ").pack
 _unpack_short = struct.Struct("!H").unpack_from
 _unpack_long = struct.Struct("!Q").unpack_from
-OP_TEXT, OP_BINARY = 0x1, 0x2
+OP_TEXT, OP_BINARY, OP_PING, OP_PONG = 0x1, 0x2, 0x9, 0xA
 #: The frame format of a connection without compression (see ``Protocol.frame_format``).
 PLAIN = 0
 #: zlib level for outgoing compressed messages.
@@ -440,8 +440,8 @@ def scan_python(
     return pos, 0
 
 
-#: Why :class:`DeflatedReader` fails a connection, by close code.
-DEFLATED_ERRORS = {
+#: Why :class:`MessageReader` fails a connection, by close code.
+MESSAGE_ERRORS = {
     1002: "expected a continuation frame",
     1007: "invalid compressed or UTF-8 data",
     1009: "message too big",
@@ -449,7 +449,7 @@ DEFLATED_ERRORS = {
 
 
 class Inflater(Protocol):
-    """What :class:`DeflatedReader` inflates with: the connection's permessage-deflate
+    """What :class:`MessageReader` inflates with: the connection's permessage-deflate
     (``aiows.adapter.BoundedDeflate``). Each returns the bytes, or a close code."""
 
     def inflate_message(self, payload: bytes, client: bool) -> bytes | int: ...
@@ -458,19 +458,20 @@ class Inflater(Protocol):
     def inflate_end(self) -> bytes | int: ...
 
 
-class DeflatedReader:
-    """Reads the data frames of a connection with permessage-deflate (RFC 7692) while
-    wsproto is between messages: whole messages, compressed (RSV1) or not, and
-    fragmented ones, whose frames it inflates, checks and hands on one by one as
-    ``receive(piece, final)``, as wsproto would, with the same limits and close codes.
+class MessageReader:
+    """Reads data frames, whole messages and fragmented ones, while wsproto is between
+    messages: those the fast reader does not take (fragments, frames after a control
+    frame) and, with permessage-deflate (RFC 7692, ``deflate`` given), all of them,
+    compressed (RSV1) or not. Each frame is checked, inflated and handed on as
+    ``receive(piece, final)`` as wsproto would, with the same limits and close codes.
 
-    A whole control frame goes to ``control`` (wsproto's to read, also between two
-    fragments: it leaves wsproto between messages). A frame it does not take at the
-    start of a message (a header it refuses, a reserved opcode or bit, a frame longer
-    than ``max_size`` or, compressed, than :func:`deflate_bound` of it) is handed back
-    with the bytes after it, for wsproto to read and judge; inside a fragmented
-    message only frames wsproto fails on their own are (the one it would not, a new
-    message, fails here with 1002).
+    A whole control frame goes to ``control`` (FIN set, no RSV bit, at most 125
+    bytes, masked as the role wants), also between two fragments. A frame it does not
+    take at the start of a message (a header it refuses, a reserved opcode or bit, RSV1
+    without ``deflate``, a frame longer than ``max_size`` or, compressed, than
+    :func:`deflate_bound` of it) is handed back with the bytes after it, for wsproto to
+    read and judge; inside a fragmented message only frames wsproto fails on their own
+    are (the one it would not, a new message, fails here with 1002).
 
     The start of a frame at the end of the bytes is kept until the rest of it arrives,
     its length checked as soon as its header is in: in a buffer that grows with what
@@ -490,7 +491,7 @@ class DeflatedReader:
         "_size",
     )
 
-    def __init__(self, deflate: Inflater, *, client: bool, max_size: int | None) -> None:
+    def __init__(self, deflate: Inflater | None, *, client: bool, max_size: int | None) -> None:
         self._deflate = deflate
         self._client = client
         #: A server reads masked frames, a client unmasked ones.
@@ -509,6 +510,11 @@ class DeflatedReader:
     def held(self) -> int:
         """The bytes of a partial frame kept until the rest of it arrives."""
         return len(self._held)
+
+    @property
+    def idle(self) -> bool:
+        """True between messages, with no partial frame kept: another reader may read."""
+        return not self._held and not self._opcode
 
     def feed(
         self,
@@ -558,6 +564,8 @@ class DeflatedReader:
                 if self._opcode:
                     return b"", 1002
                 compressed = first & 0x40
+                if compressed and self._deflate is None:
+                    return bytes(buf[pos:]), 0  # wsproto fails RSV1 without deflate
                 if first & 0x30 or length > (deflate_bound(limit) if compressed else limit):
                     return bytes(buf[pos:]), 0
             elif not self._opcode or first & 0x70:
@@ -587,6 +595,7 @@ class DeflatedReader:
         opcode = first & 0x0F
         if opcode and final:  # a whole message
             if first & 0x40:
+                assert self._deflate is not None
                 inflated = self._deflate.inflate_message(payload, self._client)
                 if isinstance(inflated, int):
                     return inflated
@@ -604,8 +613,10 @@ class DeflatedReader:
             self._opcode, self._compressed, self._size = opcode, first & 0x40 != 0, 0
             self._decoder = _utf8_decoder() if opcode == OP_TEXT else None
             if self._compressed:
+                assert self._deflate is not None
                 self._deflate.inflate_start(self._client)
         if self._compressed:
+            assert self._deflate is not None
             inflated = self._deflate.inflate_piece(payload)
             if final and not isinstance(inflated, int):
                 tail = self._deflate.inflate_end()

@@ -44,12 +44,15 @@ from .adapter import (
 from .config import Config
 from .exceptions import ConnectionClosed
 from .frames import (
-    DEFLATED_ERRORS,
+    MESSAGE_ERRORS,
+    OP_PING,
+    OP_PONG,
     PLAIN,
-    DeflatedReader,
     FastReader,
+    MessageReader,
     encode_frame,
     encode_frame_as,
+    encode_masked,
     encode_parts,
     frame_header,
     unmask,
@@ -141,9 +144,9 @@ class Protocol(asyncio.BufferedProtocol):
         "_conn",
         "_deadlines",
         "_deflate",
-        "_deflated",
         "_failed",
         "_fast_read",
+        "_messages",
         "_on_lost",
         "_opening",
         "_permessage",
@@ -213,9 +216,11 @@ class Protocol(asyncio.BufferedProtocol):
         # With it: the extensions agreed on, whose compressor an idle connection frees.
         self._deflate: list[Extension] | None = None
         # ... whose permessage-deflate writes whole messages without wsproto (see
-        # encode_data), and whose data frames are read without it (see _read_deflated).
+        # encode_data).
         self._permessage: BoundedDeflate | None = None
-        self._deflated: DeflatedReader | None = None
+        # The data frames the fast reader does not take (all of them with compression),
+        # read without wsproto between its messages (see _read_events); built on need.
+        self._messages: MessageReader | None = None
         # ... and a server's, unmasked: the fast path of send_data.
         self._plain = False
         #: Which shared frames are valid here: :data:`PLAIN`, a deflate window, or
@@ -301,28 +306,43 @@ class Protocol(asyncio.BufferedProtocol):
             return
         self._received += len(data)
         self.outbox.fresh = True
-        assert conn is not None  # the fast reader stopped: wsproto reads from here on
-        self._read_events(conn, data)
+        self._read_events(data)
 
     def _after_fast_read(self, had: int, rest: bytes | None) -> None:
-        """The fast reader had ``had`` bytes and left ``rest`` to wsproto (or none)."""
+        """The fast reader had ``had`` bytes and left ``rest`` to the others (or none)."""
         # The fast path takes whole frames only: bytes gone means frames completed.
         if (self._reader.buffered if rest is None else len(rest)) < had:
             self._activity = True
         if rest is not None:
             self._fast_read = False
-            if self._conn is None and self._plain_close(rest):
-                return
-            self._read_events(self._wsproto(), rest)
+            self._read_events(rest)
 
-    def _read_events(self, conn: Connection, data: bytes) -> None:
-        """Read ``data``: on a compressing connection between wsproto's messages, the
-        data frames without wsproto (see :meth:`_read_deflated`); the rest with it."""
-        if self._deflated is not None and idle(conn):
-            data = self._read_deflated(conn, data)
-            if not data:
-                return
-        self._read_wsproto(conn, data)
+    def _read_events(self, data: bytes) -> None:
+        """Read ``data``, which the fast reader does not: while wsproto is between
+        messages, data frames with the :class:`~aiows.frames.MessageReader` and control
+        frames one by one (:meth:`_read_control`); the rest with wsproto.
+
+        The fast reader takes the next read only after one shorter than
+        ``WSPROTO_READ`` left both readers between messages: a peer that keeps
+        sending control frames or fragments gets reads of that size, each a loop turn.
+        """
+        size = len(data)
+        conn = self._conn
+        if conn is None or idle(conn):
+            rest = self._read_messages(data)
+            conn = self._conn
+            if rest:
+                conn = self._wsproto()
+                self._read_wsproto(conn, rest)
+        else:
+            self._read_wsproto(conn, data)
+        messages = self._messages
+        self._fast_read = (
+            self._uncompressed
+            and size < WSPROTO_READ
+            and (conn is None or idle(conn))
+            and (messages is None or messages.idle)
+        )
 
     def _read_wsproto(self, conn: Connection, data: bytes) -> None:
         """Give ``data`` to wsproto and act on the events it yields."""
@@ -349,35 +369,70 @@ class Protocol(asyncio.BufferedProtocol):
             elif isinstance(event, CloseConnection):
                 self._close_received(event)
                 return
-        self._fast_read = self._uncompressed and idle(conn)
         if self._timer is None and self._deflate is not None:
             self._watch_deflate()
 
-    def _read_deflated(self, conn: Connection, data: bytes) -> bytes:
-        """Read the data frames at the front of ``data`` on a compressing connection,
-        without wsproto (see :class:`~aiows.frames.DeflatedReader`); control frames go
-        to wsproto one by one. Return the bytes from the first frame not read on,
-        wsproto's to read.
+    def _read_messages(self, data: bytes) -> bytes:
+        """Read the data frames at the front of ``data`` without wsproto (see
+        :class:`~aiows.frames.MessageReader`), and the control frames between them one
+        by one; return the bytes from the first frame not read on, wsproto's to read.
         """
-        reader = self._deflated
-        assert reader is not None and self.receiver is not None
+        reader = self._messages
+        if reader is None:
+            reader = self._messages = MessageReader(
+                None, client=self.client, max_size=self.config.max_size
+            )
+        assert self.receiver is not None
         had = reader.held + len(data)
         rest, code = reader.feed(data, self.receiver._receive, self._read_control)
         if had - len(rest) - reader.held > 0:  # frames were read
             self._activity = True
-            if self._timer is None:
+            if self._timer is None and self._deflate is not None:
                 self._watch_deflate()
         if code:
-            self._fail(code, DEFLATED_ERRORS[code])
+            self._fail(code, MESSAGE_ERRORS[code])
             return b""
         return rest
 
     def _read_control(self, frame: bytes) -> bool:
-        """Read one whole control frame with wsproto; return whether reading goes on."""
+        """Read one whole control frame (FIN set, no RSV bit, at most 125 bytes, masked
+        as the role wants); return whether reading goes on.
+
+        A ping is answered and a pong timed here, as wsproto would (no pong once our
+        close frame is sent); a close frame without wsproto if :meth:`_plain_close`
+        takes it; anything else with wsproto.
+        """
+        opcode = frame[0] & 0x0F
         conn = self._conn
-        assert conn is not None
-        self._read_wsproto(conn, frame)
+        if opcode in (OP_PING, OP_PONG):
+            self._activity = True
+            payload = frame[2:] if self.client else unmask(frame[6:], frame[2:6])
+            if opcode == OP_PONG:
+                latency = self._pings.answered(payload) if self._pings else None
+                if latency is not None:
+                    self.latency = latency
+            elif conn is None or conn.state is ConnectionState.OPEN:
+                # Pongs leave together, as replies do (see Outbox.send): a flood of
+                # pings costs a write per 16 KiB of pongs, not one per ping.
+                outbox = self.outbox
+                if outbox.fragmenting:
+                    outbox.write(self._pong(payload))
+                elif outbox.send(self._pong(payload)):
+                    self.loop.call_soon(outbox.flush)
+                if outbox.paused:
+                    self.reading.hold()
+            return True
+        if conn is None and self._plain_close(frame):
+            return False
+        self._read_wsproto(self._wsproto(), frame)
         return self.receiving
+
+    def _pong(self, payload: bytes) -> bytes:
+        """The pong frame that answers a ping with ``payload`` (masked by a client)."""
+        if self.client:
+            header, body = encode_masked(payload, True, OP_PONG)
+            return header + body
+        return bytes((0x80 | OP_PONG, len(payload))) + payload
 
     def eof_received(self) -> bool | None:
         # A half-closed peer sends nothing more; close our side too (RFC 6455 §7.1.1).
@@ -476,7 +531,7 @@ class Protocol(asyncio.BufferedProtocol):
             self._deflate = None if self._uncompressed else extensions
             self._permessage = permessage = bounded_deflate(extensions)
             if permessage is not None:
-                self._deflated = DeflatedReader(
+                self._messages = MessageReader(
                     permessage, client=self.client, max_size=self.config.max_size
                 )
             self._plain = self._uncompressed and not self.client
@@ -717,10 +772,11 @@ class Protocol(asyncio.BufferedProtocol):
     def _wsproto(self) -> Connection:
         """wsproto's connection, built on first need.
 
-        An uncompressed connection opens without it: the fast reader reads plain data
-        frames and :meth:`_plain_close` a clean close, so a connection that only sees
-        those never builds it. The first other frame, a ping or a close of ours builds
-        it; it starts between frames and messages, where the fast reader stopped.
+        An uncompressed connection opens without it: the fast reader and the
+        :class:`~aiows.frames.MessageReader` read data frames, :meth:`_read_control`
+        pings and pongs and :meth:`_plain_close` a clean close, so a connection that
+        only sees those never builds it. The first other frame, a close of ours or a
+        ping we send builds it; it starts between frames and messages.
         """
         conn = self._conn
         if conn is None:
@@ -730,8 +786,7 @@ class Protocol(asyncio.BufferedProtocol):
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection after a protocol error by the peer (RFC 6455 §7.1.7)."""
         log.info("conn %d: closing with %d: %s", self.id, code, reason)
-        conn = self._conn
-        assert conn is not None
+        conn = self._wsproto()
         if conn.state is ConnectionState.OPEN:
             self.outbox.write(conn.send(CloseConnection(code=code, reason=reason[:100])))
             self._close_sent = (code, reason)

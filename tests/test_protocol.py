@@ -21,6 +21,7 @@ from memory import Wire, server_pair
 from rawclient import RawClient, deaf_client, frame, handshake, shrink_send_buffer
 
 import aiows
+from aiows.outbox import COALESCE
 from aiows.protocol import TRANSITIONS, WSPROTO_READ, Protocol, State
 
 #: asyncio reads at most this much per ``data_received`` (the pongs of one read).
@@ -409,11 +410,12 @@ async def test_reading_yields_a_loop_turn_to_the_application_after_a_large_read(
 
 
 async def test_reading_through_wsproto_yields_a_loop_turn_after_each_full_read() -> None:
-    """A message in many small fragments is read by wsproto, slowly: 4 MiB of 64-byte
-    fragments cost seconds. uvloop reads a socket up to 32 times before anything else
-    runs; each read that fills the buffer it was given must end the connection's turn,
-    or a peer sending such fragments stalls every other connection (Autobahn's 9.4.1
-    held up a 5.19 beside it past its one-second timer)."""
+    """A message in many small fragments was read by wsproto, slowly: 4 MiB of 64-byte
+    fragments cost seconds (the MessageReader reads them now, faster). uvloop reads a
+    socket up to 32 times before anything else runs; each read that fills the buffer it
+    was given must end the connection's turn, or a peer sending such fragments stalls
+    every other connection (Autobahn's 9.4.1 held up a 5.19 beside it past its
+    one-second timer)."""
     protocol, wire, accepted = server_pair(aiows.Config(ping_interval=None, max_size=2**22))
     fill(protocol, handshake(), 2**16)
     fill(protocol, frame(b"ping", opcode=9) + frame(b"small", opcode=2), 2**16)
@@ -433,6 +435,46 @@ async def test_reading_through_wsproto_yields_a_loop_turn_after_each_full_read()
     fill(protocol, fragments[sent:] + frame(b"", opcode=0), 2**20)
     await asyncio.sleep(0)
     assert accepted[0].pending_messages == 2
+
+
+async def test_a_flood_of_pings_is_answered_without_wsproto_in_coalesced_writes() -> None:
+    """Each ping costs wsproto ~36 µs: a peer sending pings as fast as it could held up
+    every other connection of the server for 1.5 to 4 s at a time. Pings are answered
+    without wsproto (its connection is never built), their pongs leave together (as
+    the outbox coalesces replies), and after a read that handed control frames on,
+    reads are WSPROTO_READ at most, each full one followed by a loop turn, until a
+    shorter read."""
+    protocol, wire, accepted = server_pair(aiows.Config(ping_interval=None, write_limit=2**20))
+    fill(protocol, handshake(), 2**16)
+    writes: list[bytes] = []
+    write = wire.end.write
+    wire.end.write = lambda data: (writes.append(bytes(data)), write(data))[1]  # type: ignore[method-assign]
+    count = 2**18 // 8  # 8 bytes a ping (header, mask, 2 bytes): reads end between frames
+    total = (2**18 + 2 * WSPROTO_READ) // 8 + 100  # three full reads and a short one
+    pings = b"".join(frame(b"%02d" % (i % 100), opcode=9) for i in range(total))
+    with protocol.get_buffer(-1) as space:
+        assert len(space) == 2**18  # the fast reader's read
+    fill(protocol, pings[: 2**18], 2**18)
+    assert protocol._conn is None
+    await asyncio.sleep(0)
+    pongs = b"".join(b"\x8a\x02%02d" % (i % 100) for i in range(count))
+    assert b"".join(writes) == pongs
+    # After each write of queued frames the next reply leaves alone (Outbox.send).
+    assert len(writes) <= 2 * (len(pongs) // COALESCE + 1)
+    rest = memoryview(pings)[2**18 :]
+    for _ in range(2):
+        with protocol.get_buffer(-1) as space:
+            assert len(space) == WSPROTO_READ
+        fill(protocol, rest[:WSPROTO_READ], WSPROTO_READ)
+        rest = rest[WSPROTO_READ:]
+        assert not wire.reading
+        await asyncio.sleep(0)
+        assert wire.reading
+    fill(protocol, bytes(rest) + frame(b"data", opcode=2), 2**18)  # a short read
+    with protocol.get_buffer(-1) as space:  # ... after which the fast reader reads again
+        assert len(space) == 2**18
+    assert protocol._conn is None
+    assert accepted[0].pending_messages == 1
 
 
 @pytest.mark.parametrize("path", ["fast", "after-a-ping", "compressed"])
