@@ -416,8 +416,8 @@ class Protocol(asyncio.BufferedProtocol):
                 # pings costs a write per 16 KiB of pongs, not one per ping.
                 outbox = self.outbox
                 if outbox.fragmenting:
-                    outbox.write(self._pong(payload))
-                elif outbox.send(self._pong(payload)):
+                    outbox.write(self._control_frame(OP_PONG, payload))
+                elif outbox.send(self._control_frame(OP_PONG, payload)):
                     self.loop.call_soon(outbox.flush)
                 if outbox.paused:
                     self.reading.hold()
@@ -427,12 +427,12 @@ class Protocol(asyncio.BufferedProtocol):
         self._read_wsproto(self._wsproto(), frame)
         return self.receiving
 
-    def _pong(self, payload: bytes) -> bytes:
-        """The pong frame that answers a ping with ``payload`` (masked by a client)."""
+    def _control_frame(self, opcode: int, payload: bytes) -> bytes:
+        """A ping or pong frame with ``payload`` (125 bytes at most), masked by a client."""
         if self.client:
-            header, body = encode_masked(payload, True, OP_PONG)
+            header, body = encode_masked(payload, True, opcode)
             return header + body
-        return bytes((0x80 | OP_PONG, len(payload))) + payload
+        return bytes((0x80 | opcode, len(payload))) + payload
 
     def eof_received(self) -> bool | None:
         # A half-closed peer sends nothing more; close our side too (RFC 6455 §7.1.1).
@@ -698,13 +698,18 @@ class Protocol(asyncio.BufferedProtocol):
 
     def ping(self, payload: bytes | None = None) -> asyncio.Future[float]:
         """Send a ping; the future resolves with the round-trip time when its pong arrives."""
-        if payload is None:
-            payload = os.urandom(4)
+        payload = os.urandom(4) if payload is None else bytes(payload)
+        if len(payload) > 125:
+            raise ValueError("payload too long for control frame")  # as wsproto says
         waiter: asyncio.Future[float] = self.loop.create_future()
         if self._pings is None:
             self._pings = Pings()
         self._pings.sent(payload, waiter)
-        self.outbox.write(self._wsproto().send(Ping(payload=payload)))
+        if self._conn is None and self.state is State.OPEN:
+            # No close sent (that builds wsproto's connection): keepalive needs none.
+            self.outbox.write(self._control_frame(OP_PING, payload))
+        else:
+            self.outbox.write(self._wsproto().send(Ping(payload=payload)))
         return waiter
 
     # -------------------------------------------------------------------- closing

@@ -295,14 +295,15 @@ async def test_a_close_frame_wsproto_fails_is_failed_as_before(payload: bytes, c
     assert wire.closing
 
 
-async def test_ping_and_close_build_wsprotos_connection_when_first_needed() -> None:
+async def test_close_builds_wsprotos_connection_when_first_needed_and_ping_does_not() -> None:
     protocol, wire, accepted = server_pair()
     protocol.data_received(handshake())
     (ws,) = accepted
     assert protocol._conn is None
     protocol.ping(b"1234")
-    assert protocol._conn is not None
+    assert protocol._conn is None
     protocol.close(1001, "later")
+    assert protocol._conn is not None
     assert protocol.state is State.CLOSING
     protocol.data_received(frame(struct.pack("!H", 1001), opcode=0x8))
     assert ws.close_code == 1001 and wire.closing
@@ -475,6 +476,22 @@ async def test_a_flood_of_pings_is_answered_without_wsproto_in_coalesced_writes(
         assert len(space) == 2**18
     assert protocol._conn is None
     assert accepted[0].pending_messages == 1
+
+
+async def test_our_ping_and_its_pong_leave_wsproto_unbuilt() -> None:
+    """Keepalive pings every connection: pings are encoded and pongs read without
+    wsproto, so an idle connection that answers them keeps no wsproto connection
+    (about 1.3 KiB each)."""
+    protocol, wire, _ = server_pair(aiows.Config(ping_interval=None))
+    fill(protocol, handshake(), 2**16)
+    waiter = protocol.ping(b"1234")
+    await asyncio.sleep(0)
+    assert wire.written.endswith(b"\x89\x041234")
+    fill(protocol, frame(b"1234", opcode=0xA), 2**16)
+    assert waiter.done() and waiter.result() >= 0
+    assert protocol._conn is None
+    with pytest.raises(ValueError, match="too long"):
+        protocol.ping(b"x" * 126)
 
 
 @pytest.mark.parametrize("path", ["fast", "after-a-ping", "compressed"])
