@@ -780,8 +780,8 @@ class Protocol(asyncio.BufferedProtocol):
         An uncompressed connection opens without it: the fast reader and the
         :class:`~aiows.frames.MessageReader` read data frames, :meth:`_read_control`
         pings and pongs and :meth:`_plain_close` a clean close, so a connection that
-        only sees those never builds it. The first other frame, a close of ours or a
-        ping we send builds it; it starts between frames and messages.
+        only sees those never builds it; nor does a ping we send. A close of ours, or
+        a frame only wsproto judges, builds it; it starts between frames and messages.
         """
         conn = self._conn
         if conn is None:
