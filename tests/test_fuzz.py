@@ -433,12 +433,19 @@ def run_aiows(
     return asyncio.run(run())
 
 
-def _spy_on_wsproto(read: list[bytes]) -> Callable[[Protocol], None]:
+def _spy_on_wsproto(
+    read: list[bytes], unbuilt: list[Protocol] | None = None
+) -> Callable[[Protocol], None]:
     """Return an ``opened`` callback for :func:`run_aiows` that appends to ``read``
-    every byte string the connection gives wsproto."""
+    every byte string the connection gives wsproto. An uncompressed connection opens
+    without wsproto's connection: it goes into ``unbuilt``, whose caller checks that it
+    was never built (so wsproto read nothing)."""
 
     def spy(protocol: Protocol) -> None:
         conn = protocol._conn
+        if conn is None and unbuilt is not None:
+            unbuilt.append(protocol)
+            return
         assert conn is not None
         receive = conn.receive_data
         conn.receive_data = lambda data: (read.append(data), receive(data))[1]  # type: ignore[method-assign]
@@ -581,6 +588,24 @@ def test_plain_frames_take_the_fast_path(
     assert conn is None  # wsproto never saw a byte: its connection was never built
 
 
+def _assert_agree_and_skip_wsproto(
+    stream: Stream, chunks: list[bytes], aiows_is_client: bool
+) -> None:
+    """aiows and websockets agree on ``chunks``; without a fault, wsproto reads nothing."""
+    wsproto_read: list[bytes] = []
+    unbuilt: list[Protocol] = []
+    spy = _spy_on_wsproto(wsproto_read, unbuilt)
+
+    actual = run_aiows(stream, chunks, aiows_is_client, spy)
+    expected = run_oracle(stream, chunks, aiows_is_client)
+    if stream.twofold and {actual.close, expected.close} == {1007, 1009}:
+        actual.close = expected.close  # NOTE 8
+    assert actual == expected
+    if expected.close is None:  # a fault may be wsproto's to judge
+        assert not wsproto_read
+        assert all(protocol._conn is None for protocol in unbuilt)
+
+
 _whole = st.tuples(
     st.sampled_from([0x1, 0x2]),
     st.one_of(st.text(max_size=200).map(str.encode), st.binary(max_size=2000)),
@@ -617,16 +642,7 @@ def test_whole_compressed_messages_agree_and_skip_wsproto(
             bounds.append(len(stream.data))
     assume(not stream.ambiguous)
     chunks = _chunks(bytes(stream.data), cuts + bounds if at_frames else cuts)
-    wsproto_read: list[bytes] = []
-    spy = _spy_on_wsproto(wsproto_read)
-
-    actual = run_aiows(stream, chunks, aiows_is_client, spy)
-    expected = run_oracle(stream, chunks, aiows_is_client)
-    if stream.twofold and {actual.close, expected.close} == {1007, 1009}:
-        actual.close = expected.close  # NOTE 8
-    assert actual == expected
-    if expected.close is None:  # a fault may be wsproto's to judge
-        assert not wsproto_read
+    _assert_agree_and_skip_wsproto(stream, chunks, aiows_is_client)
 
 
 _fragmented = st.tuples(
@@ -641,38 +657,29 @@ _fragmented = st.tuples(
 @FUZZ
 @given(
     st.lists(_fragmented, min_size=1, max_size=5),
-    st.builds(Deflate, st.booleans(), st.integers(9, 15)),
+    st.one_of(st.none(), st.builds(Deflate, st.booleans(), st.integers(9, 15))),
     st.sampled_from([None, 100, 1000]),
     st.lists(st.integers(0, 2**14), max_size=6),
     st.booleans(),
 )
-def test_fragmented_messages_with_compression_agree_and_skip_wsproto(
+def test_fragmented_messages_agree_and_skip_wsproto(
     messages: list[tuple[int, bytes, list[int], bool, list[list[tuple[int, bytes]]]]],
-    deflate: Deflate,
+    deflate: Deflate | None,
     max_size: int | None,
     cuts: list[int],
     aiows_is_client: bool,
 ) -> None:
-    """On a compressing connection, messages in fragments, compressed or not, text often
+    """With and without permessage-deflate, messages in fragments, compressed or not
+    (when it is agreed), text often
     not UTF-8, pings and pongs between the fragments, the bytes split anywhere: what
     aiows delivers, the pongs and the close code it sends agree with websockets; in a
     stream without a fault, no byte reaches wsproto (pings and pongs included)."""
     stream = Stream(masked=not aiows_is_client, max_size=max_size, deflate=deflate)
     for opcode, payload, edges, compressed, controls in messages:
         if not stream.over:
-            stream.message(opcode, payload, edges, compressed, controls)
+            stream.message(opcode, payload, edges, compressed and deflate is not None, controls)
     assume(not stream.ambiguous and not stream.interleaved)
-    chunks = _chunks(bytes(stream.data), cuts)
-    wsproto_read: list[bytes] = []
-    spy = _spy_on_wsproto(wsproto_read)
-
-    actual = run_aiows(stream, chunks, aiows_is_client, spy)
-    expected = run_oracle(stream, chunks, aiows_is_client)
-    if stream.twofold and {actual.close, expected.close} == {1007, 1009}:
-        actual.close = expected.close  # NOTE 8
-    assert actual == expected
-    if expected.close is None:  # a fault may be wsproto's to judge
-        assert not wsproto_read
+    _assert_agree_and_skip_wsproto(stream, _chunks(bytes(stream.data), cuts), aiows_is_client)
 
 
 @pytest.mark.parametrize("aiows_is_client", [False, True])
