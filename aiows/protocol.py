@@ -462,6 +462,7 @@ class Protocol(asyncio.BufferedProtocol):
         self.receiver = None
         self._opening = None
         self._conn = None
+        self._messages = None  # and a partial frame it held (up to max_size)
 
     def on_closed(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once the TCP connection is closed (at once if it is)."""

@@ -478,6 +478,21 @@ async def test_a_flood_of_pings_is_answered_without_wsproto_in_coalesced_writes(
     assert accepted[0].pending_messages == 1
 
 
+async def test_a_partial_frame_held_after_a_ping_is_dropped_with_the_connection() -> None:
+    """The start of a large frame after a ping is kept until the rest arrives (up to
+    max_size); a peer that vanishes half-way must not leave it held by a closed
+    connection that the application still references."""
+    protocol, wire, _ = server_pair(aiows.Config(ping_interval=None))
+    fill(protocol, handshake(), 2**16)
+    big = frame(b"x" * 100_000, opcode=2)
+    fill(protocol, frame(b"", opcode=9) + big[:50_000], 2**18)
+    assert protocol._messages is not None and protocol._messages.held > 40_000
+    wire.end.abort()
+    await asyncio.sleep(0)
+    assert protocol.state is State.CLOSED
+    assert protocol._messages is None
+
+
 async def test_our_ping_and_its_pong_leave_wsproto_unbuilt() -> None:
     """Keepalive pings every connection: pings are encoded and pongs read without
     wsproto, so an idle connection that answers them keeps no wsproto connection
