@@ -2,19 +2,22 @@
 
 Messages arrive from the protocol as fragments; this layer joins them and keeps complete
 messages in a bounded inbox (a deque and one waiter). When the inbox holds ``max_queue``
-messages, reading from the socket pauses until the application catches up.
+messages, reading from the socket pauses until the application catches up. A callback
+given to :meth:`WebSocket.on_message` takes each message instead, from the read itself.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import inspect
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
-from .frames import PLAIN, frame_header
+from .frames import PLAIN
 from .message import Fragments, Message, gather
 from .state import State
 
@@ -24,7 +27,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Message", "WebSocket"]
 
+log = logging.getLogger(__name__)
+
 _OPEN = State.OPEN
+
+
+def _drop(message: Message) -> None:
+    """The callback of a connection whose own callback failed: what still comes is dropped."""
 
 
 class Messages(abc.ABC):
@@ -60,6 +69,7 @@ class WebSocket(Messages):
 
     __slots__ = (
         "__weakref__",
+        "_callback",
         "_inbox",
         "_low_water",
         "_max_queue",
@@ -85,6 +95,8 @@ class WebSocket(Messages):
         self._max_queue = protocol.config.max_queue
         self._low_water = self._max_queue // 4
         self._throttled = False
+        # The on_message() callback that takes each message, or None: the inbox does.
+        self._callback: Callable[[Message], object] | None = None
         # The hub's hot path (once per member per broadcast) calls these: bound here,
         # they cost one call rather than two.
         self._outbox = protocol.outbox
@@ -152,7 +164,8 @@ class WebSocket(Messages):
         Raises :class:`~aiows.ConnectionClosed` once the connection is closed and every
         message received before the close has been returned. Safe to cancel: a message
         is never lost by cancelling. Raises :class:`~aiows.ConcurrencyError` when another
-        coroutine is already waiting in ``recv()``.
+        coroutine is already waiting in ``recv()``, or an :meth:`on_message` callback
+        takes the messages.
         """
         if self._inbox:
             return self._take()
@@ -190,6 +203,8 @@ class WebSocket(Messages):
         costing 760 bytes.
         """
         protocol = self._protocol
+        if self._callback is not None:
+            raise ConcurrencyError("an on_message() callback takes the messages")
         if self._waiter is not None or protocol.state is not _OPEN:
             if not protocol.receiving:
                 raise protocol.closed_error()
@@ -237,6 +252,10 @@ class WebSocket(Messages):
             if whole is None:
                 return
             data = whole
+        callback = self._callback
+        if callback is not None:
+            self._hand(callback, data)
+            return
         # A recv() waits (its inbox is empty then): the message goes straight to it.
         # The future is dropped here: a handler that stopped calling recv() keeps none.
         waiter = self._waiter
@@ -253,6 +272,46 @@ class WebSocket(Messages):
         inbox.append(data)
         if len(inbox) >= self._max_queue:
             self._pause()
+
+    def on_message(self, callback: Callable[[Message], object] | None) -> None:
+        """Hand each message to ``callback(message)`` instead of to :meth:`recv`.
+
+        The callback runs inside the read that completes the message, so no task wakes
+        for it: the quickest way to answer, as a lone reply given to :meth:`send_nowait`
+        leaves in that same loop turn. Messages received before are handed to it at
+        once, in order. It must not block, and what it returns is ignored. If it raises,
+        the error is logged, the connection closes with 1011 and what still arrives is
+        dropped. A callback cannot wait for the write buffer to drain: while it is set,
+        reading stops whenever the buffer is above ``write_limit``, until it drains.
+
+        ``None`` gives the messages back to :meth:`recv`. The connection stays open while
+        the handler runs, so a handler that sets a callback then waits, e.g. with
+        ``await ws.wait_closed()``. Raises ``TypeError`` for a coroutine function and
+        :class:`~aiows.ConcurrencyError` while a ``recv()`` waits.
+        """
+        if callback is not None:
+            if inspect.iscoroutinefunction(callback):
+                raise TypeError("on_message() takes a plain function, not a coroutine function")
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                raise ConcurrencyError("a coroutine is waiting in recv()")
+        self._callback = callback
+        while callback is not None and self._inbox and self._callback is callback:
+            self._hand(callback, self._take())
+
+    def _hand(self, callback: Callable[[Message], object], message: Message) -> None:
+        """Give ``message`` to the on_message callback; stop reading while the write
+        buffer is full; close with 1011 if the callback fails."""
+        try:
+            callback(message)
+        except Exception:
+            protocol = self._protocol
+            log.exception("conn %d: on_message callback failed", protocol.id)
+            self._callback = _drop
+            protocol.close(1011, "internal error")
+            return
+        if self._outbox.paused:
+            self._protocol.reading.hold()
 
     def _pause(self) -> None:
         """The inbox holds ``max_queue`` messages (or more): stop reading from the socket."""
@@ -373,16 +432,17 @@ class WebSocket(Messages):
 
         The frame is built for this connection alone (masked by a client, compressed with
         this connection's context) and written at the end of the loop turn, or at once
-        when large; the write buffer may grow past ``write_limit``. Returns the frame's
-        size in bytes, or 0 (and sends nothing) when the connection is not open.
+        when large; the write buffer may grow past ``write_limit``. On a server without
+        compression a small frame that is the first since the peer's data arrived also
+        leaves at once, as with :meth:`send` (a lone reply costs no loop turn). Returns
+        the frame's size in bytes, or 0 (and sends nothing) when the connection is not
+        open.
         """
         protocol = self._protocol
         if protocol.state is not State.OPEN:
             return 0
         if protocol.frame_format == PLAIN:  # a server without compression: the fast path
-            protocol.send_message(message, True)
-            size = len(message.encode() if isinstance(message, str) else message)
-            return size + len(frame_header(size, 0))
+            return protocol.send_message(message, bool(self._inbox))
         # Encoded now, in the order it is queued: a compression context needs both.
         frame = protocol.encode_data(message, True)
         if self._outbox.queue(frame):

@@ -569,8 +569,9 @@ class Protocol(asyncio.BufferedProtocol):
         opcode: int | None = None,
         *,
         more: bool = False,
-    ) -> None:
-        """Write one data frame; ``opcode`` 0 sends a continuation frame.
+    ) -> int:
+        """Write one data frame; ``opcode`` 0 sends a continuation frame. Returns the
+        frame's size in bytes.
 
         A small final frame leaves at once when it is the first since the peer's data
         arrived (a lone reply costs no extra loop turn); the small frames that follow
@@ -579,8 +580,7 @@ class Protocol(asyncio.BufferedProtocol):
         still to answer): this one waits too. Larger frames and fragments leave at once.
         """
         if self._plain and fin and opcode is None:
-            self.send_message(data, more)
-            return
+            return self.send_message(data, more)
         if not isinstance(data, (str, bytes)):
             # Any bytes-like object goes out as its bytes: the len() of a memoryview
             # counts items, not bytes. The copy also frees the caller's buffer at once.
@@ -590,14 +590,16 @@ class Protocol(asyncio.BufferedProtocol):
         else:
             header, payload = self.encode_data(data, fin), b""
         self._write_frame(header, payload, fin, more)
+        return len(header) + len(payload)
 
-    def send_message(self, message: str | bytes, more: bool = False) -> None:
+    def send_message(self, message: str | bytes, more: bool = False) -> int:
         """Send a whole message, text for ``str``, binary for any bytes-like object:
         :meth:`send_data` ``(message, more=more)``, the hot path of ``WebSocket.send()``.
+
+        Returns the frame's size in bytes.
         """
         if not self._plain:
-            self.send_data(message, more=more)
-            return
+            return self.send_data(message, more=more)
         # A server without compression: the frame is built here, its header taken from
         # a table when short (as most are).
         if type(message) is str:
@@ -616,9 +618,10 @@ class Protocol(asyncio.BufferedProtocol):
             frame = heads[size] + payload
             if outbox.queue(frame) if more else outbox.send(frame):
                 self.loop.call_soon(outbox.flush)
-            return
+            return size + 2
         header = heads[size] if size < 126 else frame_header(size, heads[0][0])
         self._write_frame(header, payload, True, more)
+        return size + len(header)
 
     def _write_frame(self, header: bytes, payload: bytes, fin: bool, more: bool) -> None:
         """Hand one encoded data frame to the :attr:`outbox` (see :meth:`send_data`)."""

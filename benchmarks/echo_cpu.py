@@ -9,7 +9,7 @@ connection with a blocking raw socket and makes ``count`` sequential round trips
 them. The figure is the server's CPU µs per round trip, the min over ``runs`` runs
 (contention only ever adds to it). ``--profile`` instead runs an aiows server in this
 process under cProfile (the client in a thread, which the profiler does not see) and
-prints the calls per round trip.
+prints the calls per round trip (``--api callback``: the echo uses ``ws.on_message``).
 
 ``--servers floor-callback,floor-task`` measures the floor of the two designs (see
 ``servers/floor_server.py``): an echo that answers from the protocol's callback, and one
@@ -95,11 +95,18 @@ async def server_cpu(name: str, count: int, runs: int) -> list[float]:
         await stop(process)
 
 
-async def profile(count: int) -> None:
-    """Run an aiows server in this process under cProfile; print per-round-trip calls."""
+async def profile(count: int, api: str) -> None:
+    """Run an aiows server in this process under cProfile; print per-round-trip calls.
+
+    ``api`` ``iterator`` echoes with ``async for``, ``callback`` with ``ws.on_message``.
+    """
     import aiows
 
     async def echo(ws: aiows.WebSocket) -> None:
+        if api == "callback":
+            ws.on_message(ws.send_nowait)
+            await ws.wait_closed()
+            return
         async for message in ws:
             await ws.send(message)
 
@@ -146,6 +153,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--api", choices=("iterator", "callback"), default="iterator")
     parser.add_argument("--pin", help="SERVER_CPU,CLIENT_CPU, e.g. 1,0")
     parser.add_argument("--burst", type=int, default=1, help="messages per round trip")
     args = parser.parse_args()
@@ -159,7 +167,7 @@ def main() -> None:
             import uvloop
 
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        asyncio.run(profile(args.count))
+        asyncio.run(profile(args.count, args.api))
         return
     for name in args.servers.split(","):
         figures = asyncio.run(server_cpu(name, args.count, args.runs))

@@ -23,6 +23,7 @@ Figures = dict[str, Any]
 SERVERS: dict[str, list[str]] = {
     "aiows": ["aiows_server.py", "--loop", "uvloop"],
     "aiows-asyncio": ["aiows_server.py", "--loop", "asyncio"],
+    "aiows-callback": ["aiows_server.py", "--loop", "uvloop", "--api", "callback"],
     "websockets": ["websockets_server.py"],
     "aiohttp": ["aiohttp_server.py"],
     "picows": ["picows_server.py"],

@@ -21,13 +21,18 @@ HOST = "127.0.0.1"
 MAX_SIZE = 2**24  # room for scenario C's 1 MiB messages
 
 
-def options(description: str, loops: tuple[str, ...] = ()) -> argparse.Namespace:
-    """Parse the command line shared by all servers; ``loops`` offers a ``--loop`` choice."""
+def options(
+    description: str, loops: tuple[str, ...] = (), apis: tuple[str, ...] = ()
+) -> argparse.Namespace:
+    """Parse the command line shared by all servers; ``loops`` offers a ``--loop`` choice,
+    ``apis`` an ``--api`` choice (the first is the default)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--scenario", choices=("echo", "broadcast", "deflate"), default="echo")
     if loops:
         parser.add_argument("--loop", choices=loops, default=loops[0])
+    if apis:
+        parser.add_argument("--api", choices=apis, default=apis[0])
     args = parser.parse_args()
     raise_open_files_limit()
     return args
