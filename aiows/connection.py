@@ -439,7 +439,7 @@ class WebSocket(Messages):
         open.
         """
         protocol = self._protocol
-        if protocol.state is not State.OPEN:
+        if protocol.state is not _OPEN:
             return 0
         if protocol.frame_format == PLAIN:  # a server without compression: the fast path
             return protocol.send_message(message, bool(self._inbox))

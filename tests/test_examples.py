@@ -59,6 +59,21 @@ def test_echo_server(python_env: Callable[[], dict[str, str]]) -> None:
         ws.close()
 
 
+def test_callback_echo(python_env: Callable[[], dict[str, str]]) -> None:
+    with example(python_env(), "callback_echo.py", "0") as (_, line):
+        address = line.split()[-1]
+        ws = websocket.create_connection(address, timeout=10)
+        for text in ("Hello, world!", "é" * 200, "x" * 70_000):
+            ws.send(text)
+            assert ws.recv() == text
+        ws.send_binary(b"\x00\xff")
+        assert ws.recv() == b"\x00\xff"
+        ws.send("bye")
+        opcode, data = ws.recv_data(control_frame=True)
+        assert (opcode, data[:2]) == (websocket.ABNF.OPCODE_CLOSE, b"\x03\xe8")  # 1000
+        ws.close()
+
+
 def test_auth(python_env: Callable[[], dict[str, str]]) -> None:
     with example(python_env(), "auth.py", "0") as (_, line):
         address = line.split()[-1]
