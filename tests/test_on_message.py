@@ -13,6 +13,7 @@ from conftest import running, url
 from rawclient import RawClient, deaf_client, frame, shrink_send_buffer
 
 import aiows
+import aiows.testing
 from aiows.outbox import Outbox
 
 Results = asyncio.Future[Any]
@@ -247,3 +248,10 @@ async def test_a_client_takes_messages_with_a_callback() -> None:
         ws.on_message(got.append)
         await asyncio.wait_for(ws.wait_closed(), 10)
     assert got == [f"push {n}" for n in range(5)]
+
+
+async def test_an_in_memory_connection_takes_a_callback() -> None:
+    async with aiows.testing.connect(callback_echo) as ws:
+        for message in ("hi", b"\x00", "é" * 300):
+            await ws.send(message)
+            assert await ws.recv() == message

@@ -768,3 +768,28 @@ def test_autobahn_through_fastapi_on_uvicorn(tmp_path: Path) -> None:
     assert set(counts) <= {"OK", "NON-STRICT", "INFORMATIONAL"}, counts
     assert set(closes) <= {"OK", "INFORMATIONAL"}, closes
     assert not harness, harness
+
+
+async def test_a_native_connection_takes_messages_with_a_callback() -> None:
+    # The engine's messages waiting in its inbox move over, then go to the callback.
+    api = FastAPI()
+
+    @api.websocket("/echo")
+    async def echo(websocket: FastAPIWebSocket) -> None:
+        await websocket.accept()
+        await asyncio.sleep(0.2)  # the first messages wait in the engine's inbox
+        ws = native(websocket)
+        assert ws is not None
+        async with ws:
+            ws.on_message(ws.send_nowait)
+            await ws.wait_closed()
+
+    async with serving(api, UvicornWebSocket, ws_per_message_deflate=False) as server:
+        uri = f"ws://127.0.0.1:{port_of(server)}/echo"
+        async with websockets.connect(uri) as client:
+            for message in ("early", b"\x01", "later"):
+                await client.send(message)
+            got = [await asyncio.wait_for(client.recv(), TIMEOUT) for _ in range(3)]
+            assert got == ["early", b"\x01", "later"]
+            await client.send("after")
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == "after"
