@@ -284,7 +284,9 @@ class WebSocket(Messages):
         dropped. A callback cannot wait for the write buffer to drain: while it is set,
         reading stops whenever the buffer is above ``write_limit``, until it drains.
 
-        ``None`` gives the messages back to :meth:`recv`. The connection stays open while
+        ``None`` gives the messages back to :meth:`recv`; the connection lets go of the
+        callback once no message can come (a close received, the link lost), which frees
+        a closed connection without the cycle collector. The connection stays open while
         the handler runs, so a handler that sets a callback then waits, e.g. with
         ``await ws.wait_closed()``. Raises ``TypeError`` for a coroutine function and
         :class:`~aiows.ConcurrencyError` while a ``recv()`` waits.
@@ -298,6 +300,8 @@ class WebSocket(Messages):
         self._callback = callback
         while callback is not None and self._inbox and self._callback is callback:
             self._hand(callback, self._take())
+        if not self._protocol.receiving:
+            self._callback = None  # no message will come: hold no cycle through it
 
     def _hand(self, callback: Callable[[Message], object], message: Message) -> None:
         """Give ``message`` to the on_message callback; stop reading while the write
@@ -320,6 +324,8 @@ class WebSocket(Messages):
             self._protocol.reading.pause()
 
     def _receive_ended(self) -> None:
+        # No message will come: the callback goes (often a cycle: ws.on_message(ws.x)).
+        self._callback = None
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

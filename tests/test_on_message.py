@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -255,3 +257,25 @@ async def test_an_in_memory_connection_takes_a_callback() -> None:
         for message in ("hi", b"\x00", "é" * 300):
             await ws.send(message)
             assert await ws.recv() == message
+
+
+async def test_a_closed_connection_with_a_callback_is_freed_without_the_cycle_collector() -> None:
+    # ws.on_message(ws.send_nowait) is a cycle (the connection holds its callback, the
+    # callback the connection): the end of the connection must break it.
+    refs: list[weakref.ref[aiows.WebSocket]] = []
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        refs.append(weakref.ref(ws))
+        await callback_echo(ws)
+
+    gc.collect()
+    gc.disable()
+    try:
+        async with running(handler) as server:
+            for _ in range(3):
+                async with websockets.connect(url(server)) as client:
+                    await client.send("hi")
+                    assert await client.recv() == "hi"
+            await until(lambda: all(ref() is None for ref in refs))
+    finally:
+        gc.enable()
