@@ -10,6 +10,7 @@ them. The figure is the server's CPU µs per round trip, the min over ``runs`` r
 (contention only ever adds to it). ``--profile`` instead runs an aiows server in this
 process under cProfile (the client in a thread, which the profiler does not see) and
 prints the calls per round trip (``--api callback``: the echo uses ``ws.on_message``).
+``--in-process`` times aiows's own Python per echo without a socket, for both APIs.
 
 ``--servers floor-callback,floor-task`` measures the floor of the two designs (see
 ``servers/floor_server.py``): an echo that answers from the protocol's callback, and one
@@ -26,6 +27,9 @@ import pstats
 import socket
 import sys
 import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -71,8 +75,8 @@ def round_trips(sock: socket.socket, count: int) -> None:
             got += len(sock.recv(65536))
 
 
-async def server_cpu(name: str, count: int, runs: int) -> list[float]:
-    """Return the server's CPU µs per round trip of each run."""
+async def server_cpu(name: str, count: int, runs: int) -> list[tuple[float, float]]:
+    """Return the server's user and system CPU µs per round trip of each run."""
     port = free_port()
     process = await start_server(name, "echo", port, os.devnull)
     if PIN is not None:
@@ -85,10 +89,12 @@ async def server_cpu(name: str, count: int, runs: int) -> list[float]:
         round_trips(sock, 1000)  # warm up
         figures = []
         for _ in range(runs):
-            before = sum(user_system(process.pid))
+            user, system = user_system(process.pid)
             round_trips(sock, count)
-            after = sum(user_system(process.pid))
-            figures.append((after - before) / count * 1e6)
+            user_after, system_after = user_system(process.pid)
+            figures.append(
+                ((user_after - user) / count * 1e6, (system_after - system) / count * 1e6)
+            )
         sock.close()
         return figures
     finally:
@@ -146,6 +152,69 @@ async def profile(count: int, api: str) -> None:
         print(f"{per[0]:9.2f} {per[1]:10.2f} {per[2]:10.2f}  {where}")
 
 
+class NullTransport:
+    """Takes the server's writes and drops them: what ``--in-process`` writes to."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+
+    def writelines(self, data: object) -> None:
+        self.writes += 1
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def in_process(api: str, count: int = 200_000) -> float:
+    """Return aiows's own µs per echo, the min of 5 runs: the server's Python from
+    ``get_buffer()`` to the reply's write, with no socket (a read fed to the
+    connection's protocol by hand, the reply's write dropped). With ``api``
+    ``iterator`` it includes a loop turn per message for the handler's task."""
+    import aiows
+
+    opened: asyncio.Future[aiows.WebSocket] = asyncio.get_running_loop().create_future()
+
+    async def echo(ws: aiows.WebSocket) -> None:
+        opened.set_result(ws)
+        if api == "callback":
+            ws.on_message(ws.send_nowait)
+            await ws.wait_closed()
+            return
+        async for message in ws:
+            await ws.send(message)
+
+    async with aiows.serve(echo, "127.0.0.1", 0, ping_interval=None) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(REQUEST)
+        await reader.readuntil(b"\r\n\r\n")
+        protocol = (await opened).protocol
+        real, protocol.outbox.transport = protocol.outbox.transport, NullTransport()
+        size, best = len(FRAME), float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(count):
+                protocol.get_buffer(-1)[:size] = FRAME
+                protocol.buffer_updated(size)
+                if api == "iterator":
+                    await asyncio.sleep(0)  # the handler's turn
+            best = min(best, (time.perf_counter() - started) / count * 1e6)
+        protocol.outbox.transport = real
+        writer.close()
+    return round(best, 2)
+
+
+def uvloop_run() -> Callable[[Coroutine[Any, Any, float]], float]:
+    import uvloop
+
+    return uvloop.run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--servers", default="aiows,aiows-asyncio,websockets")
@@ -154,6 +223,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--api", choices=("iterator", "callback"), default="iterator")
+    parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--pin", help="SERVER_CPU,CLIENT_CPU, e.g. 1,0")
     parser.add_argument("--burst", type=int, default=1, help="messages per round trip")
     args = parser.parse_args()
@@ -169,11 +239,19 @@ def main() -> None:
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         asyncio.run(profile(args.count, args.api))
         return
+    if args.in_process:
+        run_loop = asyncio.run if args.loop == "asyncio" else uvloop_run()
+        for api in ("iterator", "callback"):
+            print(f"{api:9} µs per echo in process, min of 5: {run_loop(in_process(api))}")
+        return
     for name in args.servers.split(","):
         figures = asyncio.run(server_cpu(name, args.count, args.runs))
+        totals = [user + system for user, system in figures]
+        user, system = min(figures, key=sum)
         print(
-            f"{name:14} server CPU µs per round trip, min of {len(figures)}: {min(figures):5.1f}"
-            f"  ({' '.join(f'{f:.1f}' for f in figures)})"
+            f"{name:14} server CPU µs per round trip, min of {len(figures)}: {min(totals):5.1f}"
+            f" (user {user:.1f}, system {system:.1f})"
+            f"  ({' '.join(f'{f:.1f}' for f in totals)})"
         )
 
 
