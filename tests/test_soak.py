@@ -304,7 +304,9 @@ class Tracker:
         held = self.held()
         self.scans += 1
         now = time.monotonic()
-        for record in self.active.values():
+        # This runs in a thread while the loop's clients add records: iterate a copy
+        # (tuple() takes it in one step under the GIL; the dict itself may grow meanwhile).
+        for record in tuple(self.active.values()):
             if record.gone_at is not None:
                 continue
             if record.port in held:
