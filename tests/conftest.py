@@ -118,3 +118,35 @@ def python_env() -> Callable[[], dict[str, str]]:
 
 
 PYTHON = sys.executable
+
+
+async def freed_without_the_cycle_collector(handler: aiows.Handler) -> list[object]:
+    """Serve ``handler`` (an echo) to three connections in turn, with the cycle collector
+    off; return what each server-side WebSocket's weak reference gives once they are
+    closed (all None within 10 s when refcounting alone frees a closed connection)."""
+    import gc
+    import weakref
+
+    import websockets
+
+    refs: list[weakref.ref[aiows.WebSocket]] = []
+
+    async def recorded(ws: aiows.WebSocket) -> None:
+        refs.append(weakref.ref(ws))
+        await handler(ws)
+
+    gc.collect()
+    gc.disable()
+    try:
+        async with running(recorded) as server:
+            for _ in range(3):
+                async with websockets.connect(url(server)) as client:
+                    await client.send("hi")
+                    assert await client.recv() == "hi"
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while any(ref() is not None for ref in refs) and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            return [ref() for ref in refs]
+    finally:
+        gc.enable()

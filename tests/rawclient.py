@@ -12,11 +12,15 @@ import base64
 import os
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import pytest
 from conftest import TIMEOUT
 
 import aiows
+from aiows.outbox import Outbox
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 
@@ -185,3 +189,29 @@ def shrink_send_buffer(ws: aiows.WebSocket) -> None:
     assert ws.protocol.transport is not None
     sock = ws.protocol.transport.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+
+async def lone_echo_flushes(port: int, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Make three lone round trips to the echo on ``port`` after a warm-up one; return
+    the outbox flushes the loop was asked to schedule meanwhile (none is the aim: a lone
+    reply leaves at once, with no loop turn of its own)."""
+    loop = asyncio.get_running_loop()
+    scheduled: list[object] = []
+    call_soon = loop.call_soon
+
+    def counting(callback: Callable[..., object], *args: Any, **kwargs: Any) -> asyncio.Handle:
+        scheduled.append(callback)
+        return call_soon(callback, *args, **kwargs)
+
+    client = await RawClient.open(port)
+    client.send(frame(b"warm"))
+    assert (await client.read_frame()).payload == b"warm"
+    monkeypatch.setattr(loop, "call_soon", counting)
+    try:
+        for n in range(3):
+            client.send(frame(b"ping %d" % n))
+            assert (await client.read_frame()).payload == b"ping %d" % n
+    finally:
+        monkeypatch.undo()
+        client.close()
+    return [c for c in scheduled if getattr(c, "__func__", None) is Outbox.flush]

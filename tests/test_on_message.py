@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import websockets
-from conftest import running, url
-from rawclient import RawClient, deaf_client, frame, shrink_send_buffer
+from conftest import freed_without_the_cycle_collector, running, url
+from rawclient import RawClient, deaf_client, frame, lone_echo_flushes, shrink_send_buffer
 
 import aiows
 import aiows.testing
-from aiows.outbox import Outbox
 
 Results = asyncio.Future[Any]
 
@@ -70,26 +67,10 @@ async def test_the_callback_runs_in_the_read_and_a_lone_reply_needs_no_flush(
         ws.on_message(reply)
         await ws.wait_closed()
 
-    loop = asyncio.get_running_loop()
-    scheduled: list[object] = []
-    call_soon = loop.call_soon
-
-    def counting(callback: Callable[..., object], *args: Any, **kwargs: Any) -> asyncio.Handle:
-        scheduled.append(callback)
-        return call_soon(callback, *args, **kwargs)
-
     async with running(handler) as server:
-        client = await RawClient.open(server.port)
-        client.send(frame(b"warm"))
-        assert (await client.read_frame()).payload == b"warm"
-        monkeypatch.setattr(loop, "call_soon", counting)
-        for n in range(3):
-            client.send(frame(b"ping %d" % n))
-            assert (await client.read_frame()).payload == b"ping %d" % n
-        monkeypatch.undo()
-        client.close()
+        flushes = await lone_echo_flushes(server.port, monkeypatch)
     assert tasks == [None] * 4
-    assert [c for c in scheduled if getattr(c, "__func__", None) is Outbox.flush] == []
+    assert flushes == []
 
 
 async def test_messages_received_before_go_first_and_none_gives_them_back() -> None:
@@ -262,20 +243,4 @@ async def test_an_in_memory_connection_takes_a_callback() -> None:
 async def test_a_closed_connection_with_a_callback_is_freed_without_the_cycle_collector() -> None:
     # ws.on_message(ws.send_nowait) is a cycle (the connection holds its callback, the
     # callback the connection): the end of the connection must break it.
-    refs: list[weakref.ref[aiows.WebSocket]] = []
-
-    async def handler(ws: aiows.WebSocket) -> None:
-        refs.append(weakref.ref(ws))
-        await callback_echo(ws)
-
-    gc.collect()
-    gc.disable()
-    try:
-        async with running(handler) as server:
-            for _ in range(3):
-                async with websockets.connect(url(server)) as client:
-                    await client.send("hi")
-                    assert await client.recv() == "hi"
-            await until(lambda: all(ref() is None for ref in refs))
-    finally:
-        gc.enable()
+    assert await freed_without_the_cycle_collector(callback_echo) == [None, None, None]

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 from conftest import TIMEOUT, echo, running
-from rawclient import RawClient, frame
+from rawclient import RawClient, frame, lone_echo_flushes
 
 import aiows
-from aiows.outbox import Outbox
 
 
 async def _one_turn_of(sends: int) -> list[int]:
@@ -58,25 +55,8 @@ async def test_more_replies_in_the_same_turn_wait_and_leave_in_one_write() -> No
 
 async def test_a_lone_echo_schedules_no_flush(monkeypatch: pytest.MonkeyPatch) -> None:
     # The round trip costs the read and the handler's step, and no third loop turn.
-    loop = asyncio.get_running_loop()
-    scheduled: list[object] = []
-    call_soon = loop.call_soon
-
-    def counting(callback: Callable[..., object], *args: Any, **kwargs: Any) -> asyncio.Handle:
-        scheduled.append(callback)
-        return call_soon(callback, *args, **kwargs)
-
     async with running(echo) as server:
-        client = await RawClient.open(server.port)
-        client.send(frame(b"warm"))
-        assert (await client.read_frame()).payload == b"warm"
-        monkeypatch.setattr(loop, "call_soon", counting)
-        for n in range(3):
-            client.send(frame(b"ping %d" % n))
-            assert (await client.read_frame()).payload == b"ping %d" % n
-        monkeypatch.undo()
-        client.close()
-    flushes = [c for c in scheduled if getattr(c, "__func__", None) is Outbox.flush]
+        flushes = await lone_echo_flushes(server.port, monkeypatch)
     assert flushes == []
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import websocket
 import websockets
-from conftest import echo, running, url
+from conftest import echo, freed_without_the_cycle_collector, running, url
 from rawclient import RawClient, handshake
 
 import aiows
@@ -399,27 +399,4 @@ async def test_without_a_hook_the_handshake_is_accepted_in_the_turn_it_arrives()
 async def test_a_closed_connection_is_freed_without_the_cycle_collector() -> None:
     # Reference cycles (protocol and WebSocket, protocol and transport, wsproto's
     # parser) would leave every closed connection to gc, whose passes cost F time.
-    import gc
-    import weakref
-
-    refs: list[weakref.ref[aiows.WebSocket]] = []
-
-    async def handler(ws: aiows.WebSocket) -> None:
-        refs.append(weakref.ref(ws))
-        await echo(ws)
-
-    gc.collect()
-    gc.disable()
-    try:
-        async with running(handler) as server:
-            for _ in range(3):
-                async with websockets.connect(url(server)) as client:
-                    await client.send("hi")
-                    assert await client.recv() == "hi"
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 10
-            while any(ref() is not None for ref in refs) and loop.time() < deadline:
-                await asyncio.sleep(0.02)
-            assert [ref() for ref in refs] == [None, None, None]
-    finally:
-        gc.enable()
+    assert await freed_without_the_cycle_collector(echo) == [None, None, None]
