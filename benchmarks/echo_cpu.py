@@ -29,13 +29,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from handshake_cpu import user_system  # noqa: E402
 from processes import free_port, start_server, stop  # noqa: E402
+
+if TYPE_CHECKING:
+    import aiows
 
 REQUEST = (
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -101,14 +104,15 @@ async def server_cpu(name: str, count: int, runs: int) -> list[tuple[float, floa
         await stop(process)
 
 
-async def profile(count: int, api: str) -> None:
-    """Run an aiows server in this process under cProfile; print per-round-trip calls.
-
-    ``api`` ``iterator`` echoes with ``async for``, ``callback`` with ``ws.on_message``.
-    """
-    import aiows
+def echo_handler(
+    api: str, opened: asyncio.Future[aiows.WebSocket] | None = None
+) -> Callable[[aiows.WebSocket], Coroutine[Any, Any, None]]:
+    """The in-process echo: ``async for`` (``api`` ``iterator``) or ``ws.on_message``
+    (``callback``); ``opened``, if given, gets the connection."""
 
     async def echo(ws: aiows.WebSocket) -> None:
+        if opened is not None:
+            opened.set_result(ws)
         if api == "callback":
             ws.on_message(ws.send_nowait)
             await ws.wait_closed()
@@ -116,8 +120,18 @@ async def profile(count: int, api: str) -> None:
         async for message in ws:
             await ws.send(message)
 
+    return echo
+
+
+async def profile(count: int, api: str) -> None:
+    """Run an aiows server in this process under cProfile; print per-round-trip calls.
+
+    ``api`` ``iterator`` echoes with ``async for``, ``callback`` with ``ws.on_message``.
+    """
+    import aiows
+
     loop = asyncio.get_running_loop()
-    async with aiows.serve(echo, "127.0.0.1", 0, ping_interval=None) as server:
+    async with aiows.serve(echo_handler(api), "127.0.0.1", 0, ping_interval=None) as server:
         sock = await loop.run_in_executor(None, open_socket, server.port)
         await loop.run_in_executor(None, round_trips, sock, 1000)
         profiler = cProfile.Profile()
@@ -179,17 +193,7 @@ async def in_process(api: str, count: int = 200_000) -> float:
     import aiows
 
     opened: asyncio.Future[aiows.WebSocket] = asyncio.get_running_loop().create_future()
-
-    async def echo(ws: aiows.WebSocket) -> None:
-        opened.set_result(ws)
-        if api == "callback":
-            ws.on_message(ws.send_nowait)
-            await ws.wait_closed()
-            return
-        async for message in ws:
-            await ws.send(message)
-
-    async with aiows.serve(echo, "127.0.0.1", 0, ping_interval=None) as server:
+    async with aiows.serve(echo_handler(api, opened), "127.0.0.1", 0, ping_interval=None) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(REQUEST)
         await reader.readuntil(b"\r\n\r\n")
