@@ -244,3 +244,36 @@ async def test_a_closed_connection_with_a_callback_is_freed_without_the_cycle_co
     # ws.on_message(ws.send_nowait) is a cycle (the connection holds its callback, the
     # callback the connection): the end of the connection must break it.
     assert await freed_without_the_cycle_collector(callback_echo) == [None, None, None]
+
+
+async def test_a_callback_echoes_compressed_messages_across_keepalive_pings() -> None:
+    # A browser idling past ping_interval: a ping and its pong between compressed messages.
+    connections: list[aiows.WebSocket] = []
+
+    async def handler(ws: aiows.WebSocket) -> None:
+        connections.append(ws)
+        await callback_echo(ws)
+
+    async with (
+        running(handler, compression=True, ping_interval=0.05, ping_timeout=10) as server,
+        websockets.connect(url(server), compression="deflate", ping_interval=None) as client,
+    ):
+        for n in range(5):
+            message = f"compressible {n} " * 50
+            await client.send(message)
+            assert await asyncio.wait_for(client.recv(), 10) == message
+            await asyncio.sleep(0.1)  # a keepalive ping and its pong in between
+        assert connections[0].latency > 0  # the pongs came back and were read
+
+
+async def test_frames_trickled_a_byte_at_a_time_reach_the_callback() -> None:
+    async with running(callback_echo) as server:
+        client = await RawClient.open(server.port)
+        for byte in frame(b"slow" * 40) + frame(b"next", opcode=0x2):
+            client.send(bytes([byte]))
+            await client.writer.drain()
+            await asyncio.sleep(0.001)
+        first, second = await client.read_frame(), await client.read_frame()
+        assert (first.opcode, first.payload) == (0x1, b"slow" * 40)
+        assert (second.opcode, second.payload) == (0x2, b"next")
+        client.close()
